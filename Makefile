@@ -1,0 +1,57 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up (if needed), fetch assets, execute every chapter notebook (QUICK mode)
+#   make test   set up (if needed), unit tests, then every notebook and lab solution executed
+# Both are idempotent: a second call skips the set-up that is already done.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup assets run test lint lab bench constraints clean
+
+setup: $(STAMP)
+
+# Reinstall only when the dependency declarations change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+assets: setup
+	$(VENV)/bin/llm-course fetch
+
+run: assets
+	$(VENV)/bin/llm-course run
+
+lint: setup
+	$(VENV)/bin/ruff check course_utils tests benchmarks
+
+test: assets
+	@start=$$(date +%s); status=0; \
+	$(VENV)/bin/ruff check course_utils tests benchmarks || status=$$?; \
+	[ $$status -ne 0 ] || $(VENV)/bin/pytest -n $(JOBS) --timeout 900 tests || status=$$?; \
+	nbs=$$(grep -l NBVAL_CHECK_OUTPUT notebooks/*.ipynb 2>/dev/null || true); \
+	if [ $$status -eq 0 ] && [ -n "$$nbs" ]; then \
+		$(VENV)/bin/pytest -p no:cacheprovider --nbval-lax --nbval-current-env $$nbs || status=$$?; fi; \
+	echo "make test: $$(( $$(date +%s) - start ))s, exit $$status"; exit $$status
+
+lab: assets
+	$(VENV)/bin/llm-course lab
+
+bench: assets
+	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Refresh the pins after a deliberate upgrade (then run make test before committing).
+constraints: setup
+	$(PY) -m pip freeze --exclude-editable | grep -v '^llm-course' | sed 's/+cpu$$//' > constraints.txt
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,111 @@
+"""Talking to a causal LM: chat templates in, decoded completions out.
+
+A thin, explicit layer over ``model.generate`` so every notebook sets the sampling knobs the
+same way. One trap it removes: transformers applies ``top_k=50`` whenever sampling is on unless
+told otherwise, which would silently mix a third knob into any temperature / top-p experiment.
+Here ``top_k`` is off (0) unless you ask for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+__all__ = ["Completion", "chat_inputs", "generate"]
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class Completion:
+    """One generated continuation."""
+
+    text: str
+    token_ids: list[int] = field(repr=False)
+    finish_reason: Literal["stop", "length"]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def chat_inputs(tokenizer, messages: Messages | str) -> dict[str, torch.Tensor]:
+    """Token ids for a conversation rendered with the tokenizer's chat template.
+
+    ``messages`` is a list of ``{"role": ..., "content": ...}`` dicts, or a plain string taken
+    as one user message. Returns ``input_ids`` and ``attention_mask``, each of shape (1, T),
+    ending with the assistant header so the model's next token starts its answer.
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and {"role", "content"} <= m.keys() for m in messages
+    ):
+        raise TypeError("messages must be a str or a list of {'role': ..., 'content': ...} dicts")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this tokenizer has no chat template; pass a plain prompt to a base model instead")
+    return dict(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                              return_dict=True))
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tokenizer,
+    prompt: Messages | str,
+    *,
+    n: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+    chat: bool = True,
+) -> list[Completion]:
+    """Generate ``n`` completions of one prompt.
+
+    Args:
+        prompt: messages (or a user string) for the chat template, or raw text if ``chat=False``.
+        temperature: 0 means greedy decoding (then ``n`` copies would be identical, so ``n``
+            must be 1); otherwise logits are divided by it before sampling.
+        top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches p.
+        top_k: keep only the k most likely tokens; 0 disables it.
+        seed: seeds torch's generator first, so a call is repeatable.
+    """
+    if n < 1 or max_new_tokens < 1:
+        raise ValueError(f"n and max_new_tokens must be >= 1, got n={n}, max_new_tokens={max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    greedy = temperature == 0
+    if greedy and n > 1:
+        raise ValueError("greedy decoding (temperature=0) is deterministic: use n=1 or a temperature > 0")
+    if chat:
+        inputs = chat_inputs(tokenizer, prompt)
+    else:
+        inputs = dict(tokenizer(prompt, return_tensors="pt"))
+    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    if seed is not None:
+        torch.manual_seed(seed)
+    sampling = {} if greedy else dict(temperature=temperature, top_p=top_p, top_k=top_k)
+    out = model.generate(
+        **inputs, do_sample=not greedy, max_new_tokens=max_new_tokens, num_return_sequences=n,
+        pad_token_id=tokenizer.pad_token_id, **sampling,
+    )
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+    completions = []
+    for row in out[:, inputs["input_ids"].shape[1]:].tolist():
+        stop = next((i for i, t in enumerate(row) if t in eos_ids), None)
+        ids = row if stop is None else row[:stop]
+        completions.append(Completion(
+            text=tokenizer.decode(ids, skip_special_tokens=True),
+            token_ids=ids,
+            finish_reason="length" if stop is None else "stop",
+        ))
+    return completions

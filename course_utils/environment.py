@@ -1,0 +1,77 @@
+"""What this machine is and what is installed: for the environment-check cell, `llm-course
+doctor`, and the machine record every benchmark JSON carries."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+import psutil
+import torch
+
+from course_utils import assets
+from course_utils.models import best_device, resolve_device, seed_everything
+
+__all__ = ["asset_report", "machine_info", "package_versions", "setup_notebook"]
+
+KEY_PACKAGES = (
+    "llm-course", "torch", "transformers", "tokenizers", "peft", "tiktoken", "gguf", "numpy", "scipy",
+    "matplotlib", "papermill", "sentence-transformers",
+)
+
+
+def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:
+    """Installed version of each distribution, or "not installed"."""
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine_info() -> dict[str, object]:
+    """CPU, memory, accelerator and library versions: recorded beside every measurement."""
+    info: dict[str, object] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "device": best_device(),
+        "versions": package_versions(),
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = {"name": props.name, "memory_gb": round(props.total_memory / 1e9, 1),
+                       "cuda": torch.version.cuda}
+    return info
+
+
+def asset_report() -> list[dict[str, str]]:
+    """One row per registered asset: name, source package, expected sha256 prefix, status."""
+    rows = []
+    for name, asset in sorted(assets.ASSETS.items()):
+        ok, message = assets.verify(name)
+        rows.append({
+            "asset": name,
+            "from": f"{asset.package}=={asset.version}",
+            "sha256": asset.sha256[:16] + "...",
+            "status": "ok" if ok else message,
+        })
+    return rows
+
+
+def setup_notebook(seed: int, device: str = "auto") -> str:
+    """The second cell of every notebook: seed everything, pick the device, quiet library chatter.
+
+    Returns the device to use (``"cpu"``, ``"cuda"``, ``"mps"``) for ``DEVICE="auto"``.
+    """
+    import transformers
+
+    seed_everything(seed)
+    transformers.logging.set_verbosity_error()  # keep loader notices out of committed outputs
+    transformers.utils.logging.disable_progress_bar()
+    return str(resolve_device(device))

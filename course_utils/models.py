@@ -1,0 +1,256 @@
+"""Loading models: the embedded default, local folders and GGUF files, or (when asked) the Hub.
+
+``load_model`` is the one entry point the notebooks use::
+
+    model, tokenizer = load_model("smollm2-135m-instruct")          # embedded, offline
+    model, tokenizer = load_model("meta-llama/Llama-3.1-8B-Instruct")  # GPU box with network
+
+The embedded model ships as a 4-bit GGUF file (see :mod:`course_utils.assets`). transformers
+can read GGUF, but de-quantizing it takes tens of seconds, so the first load writes the
+converted fp32 weights and the tokenizer to an ordinary Hugging Face folder in the course cache
+(with a manifest of sha256 hashes); every later load reads that folder in about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from course_utils import assets
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelNotAvailableError",
+    "available_models",
+    "best_device",
+    "convert_gguf",
+    "converted_dir",
+    "load_model",
+    "load_tokenizer",
+    "resolve_device",
+    "seed_everything",
+]
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_MANIFEST = "course_manifest.json"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The requested model cannot be loaded here; the message says how to get it."""
+
+
+def best_device() -> str:
+    """The fastest available device: ``"cuda"``, then ``"mps"``, then ``"cpu"``."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` becomes :func:`best_device`; anything else is checked to exist here."""
+    if str(device) == "auto":
+        return torch.device(best_device())
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device {device!r} was requested but CUDA is not available here; use 'auto' or 'cpu'.")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all devices) for a repeatable run."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def available_models() -> list[str]:
+    """Names :func:`load_model` accepts without a path or network: the embedded models."""
+    return sorted(name for name, a in assets.ASSETS.items() if a.kind == "gguf-model")
+
+
+def converted_dir(name: str) -> Path:
+    """Cache folder holding the Hugging Face conversion of an embedded GGUF model."""
+    return assets.cache_dir() / "hf" / name
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _conversion_is_valid(name: str, folder: Path) -> bool:
+    """True if the folder was converted from the registered GGUF and no file has changed."""
+    manifest = _read_manifest(folder)
+    if manifest is None or manifest.get("source_sha256") != assets.get_asset(name).sha256:
+        return False
+    for rel, digest in manifest.get("files", {}).items():
+        path = folder / rel
+        if not path.is_file() or assets.sha256_file(path) != digest:
+            return False
+    return bool(manifest.get("files"))
+
+
+def convert_gguf(name: str, force: bool = False) -> Path:
+    """De-quantize an embedded GGUF model into a Hugging Face folder in the cache (idempotent).
+
+    The GGUF's hash is checked first. The folder gets a manifest with the sha256 of every file,
+    which :func:`load_model` checks on each load.
+    """
+    folder = converted_dir(name)
+    if not force and _conversion_is_valid(name, folder):
+        return folder
+    gguf = assets.asset_path(name)  # raises with the fetch command if missing or tampered
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses to save a model that still carries its GGUF quantization config, so
+    # rebuild a plain model of the same architecture around the de-quantized tensors.
+    config_dict = quantized.config.to_dict()
+    for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):
+        config_dict.pop(key, None)
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantized.state_dict(), assign=True)
+    plain.tie_weights()
+
+    staging = folder.with_name(folder.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    files = {p.name: assets.sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
+    manifest = {"source": name, "source_sha256": assets.get_asset(name).sha256, "files": files}
+    (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def _source_for(name_or_path: str | os.PathLike) -> tuple[str, dict]:
+    """Turn what the learner typed into (path-or-id, extra from_pretrained kwargs).
+
+    Raises ValueError for an unknown name, ModelNotAvailableError for a broken cache.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a str or path, got {type(name_or_path).__name__}")
+    text = os.fspath(name_or_path)
+    if text in assets.ASSETS and assets.ASSETS[text].kind == "gguf-model":
+        folder = converted_dir(text)
+        if not _conversion_is_valid(text, folder):
+            convert_gguf(text, force=True)
+        return str(folder), {"local_files_only": True}
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), {"gguf_file": path.name, "local_files_only": True}
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} is a folder but has no config.json: not a Hugging Face model folder.")
+        return str(path), {"local_files_only": True}
+    if path.exists():
+        raise ValueError(f"{path} is neither a model folder nor a .gguf file.")
+    if _is_hub_id(text):
+        return text, {"local_files_only": _hub_offline()}
+    raise ValueError(
+        f"Unknown model {text!r}. Embedded models (offline): {', '.join(available_models())}. "
+        "You can also pass a local Hugging Face folder, a .gguf file, or a Hub id like "
+        "'meta-llama/Llama-3.1-8B-Instruct' (needs network, or the model in your Hugging Face cache)."
+    )
+
+
+def _hub_hint(model_id: str, err: Exception) -> ModelNotAvailableError:
+    why = "HF_HUB_OFFLINE=1 is set" if _hub_offline() else "the Hub could not be reached"
+    return ModelNotAvailableError(
+        f"Could not load {model_id!r}: {why} and it is not in the local Hugging Face cache.\n"
+        f"To get the weights, on a machine with network access run:\n"
+        f"    hf download {model_id} --local-dir ./models/{model_id.split('/')[-1]}\n"
+        "(gated models such as Llama need `hf auth login` and an accepted licence first), then "
+        f"pass that folder: load_model('./models/{model_id.split('/')[-1]}').\n"
+        f"Underlying error: {type(err).__name__}: {str(err)[:300]}"
+    )
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """Only the tokenizer of a model (same rules as :func:`load_model`), left-padding ready."""
+    return _tokenizer_from(*_source_for(name_or_path))
+
+
+def _tokenizer_from(source: str, kwargs: dict) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if _is_hub_id(source):
+            raise _hub_hint(source, err) from err
+        raise
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoder-only models generate to the right of the prompt
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal language model and its tokenizer, ready for inference.
+
+    Args:
+        name_or_path: an embedded model name (see :func:`available_models`), a local Hugging
+            Face folder, a ``.gguf`` file, or a Hub id (needs network or a warm HF cache).
+        device: ``"auto"`` (:func:`best_device`), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        dtype: weight dtype; default float32 on CPU/MPS and bfloat16 on CUDA.
+
+    Returns:
+        ``(model, tokenizer)``: the model in eval mode on ``device``; the tokenizer pads on
+        the left and always has a pad token.
+    """
+    dev = resolve_device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+    source, kwargs = _source_for(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    except OSError as err:
+        if _is_hub_id(source):
+            raise _hub_hint(source, err) from err
+        raise
+    tokenizer = _tokenizer_from(source, kwargs)
+    model.to(dev).eval()
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

