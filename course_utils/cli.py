@@ -4,6 +4,8 @@
     llm-course doctor                        versions, device, memory and asset status
     llm-course run [NOTEBOOK ...] [--full]   execute notebooks with papermill into build/
     llm-course lab                           start JupyterLab on the notebooks
+    llm-course assign [--check]              write labs/ (student versions) from solutions/
+    llm-course grade SUBMISSION... --lab NAME --out DIR [--jobs N] [--force]
 """
 
 from __future__ import annotations
@@ -97,6 +99,62 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
 
 
+def _cmd_assign(args: argparse.Namespace) -> int:
+    from course_utils.grading.assign import assign_all
+
+    root = _repo_root()
+    stale = assign_all(root / "solutions", root / "labs", check_only=args.check)
+    if args.check:
+        if stale:
+            print(f"out of date (run `llm-course assign`): {', '.join(stale)}", file=sys.stderr)
+            return 1
+        print("labs/ matches solutions/")
+        return 0
+    print(f"wrote {len(stale)} lab(s): {', '.join(stale) or 'nothing changed'}")
+    return 0
+
+
+def _submission_files(items: list[str]) -> list[Path]:
+    files = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"no such submission file or folder: {item}")
+    if not files:
+        raise ValueError("no .ipynb submissions found in the given paths")
+    return files
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from course_utils.grading.grade import grade_submissions, prepare_lab
+    from course_utils.grading.report import summary_table
+    from course_utils.sandbox import Limits
+
+    root = _repo_root()
+    solution = Path(args.lab) if args.lab.endswith(".ipynb") else root / "solutions" / f"{args.lab}.ipynb"
+    if not solution.is_file():
+        known = ", ".join(p.stem for p in sorted((root / "solutions").glob("*_lab.ipynb")))
+        raise ValueError(f"no lab {args.lab!r} (looked for {solution}); labs: {known or 'none'}")
+    limits = Limits(cell_timeout_s=args.cell_timeout, wall_timeout_s=args.timeout,
+                    memory_bytes=int(args.memory_gb * 2**30), max_processes=args.max_processes)
+    paths = _submission_files(args.submissions)
+    start = time.perf_counter()
+    print(f"preparing {solution.stem}: running the reference solution in the sandbox ...")
+    ctx = prepare_lab(solution, limits)
+    results = grade_submissions(paths, ctx, Path(args.out), jobs=args.jobs, force=args.force)
+    print()
+    print(summary_table(results))
+    print(f"\n{len(results)} submission(s) in {time.perf_counter() - start:.0f}s; "
+          f"grades.csv, feedback/ and results/ in {args.out}")
+    if results and results[0].limits_in_force:
+        print("limits in force: " + "; ".join(f"{k}: {v}" for k, v in results[0].limits_in_force.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-course", description="The LLM course's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lab", help="start JupyterLab in the course folder (offline)")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
     p.set_defaults(func=_cmd_lab)
+
+    p = sub.add_parser("assign", help="generate the student labs/ from solutions/")
+    p.add_argument("--check", action="store_true", help="only check that labs/ is up to date")
+    p.set_defaults(func=_cmd_assign)
+
+    p = sub.add_parser("grade", help="grade submissions in a sandbox")
+    p.add_argument("submissions", nargs="+", help="submission notebooks or folders of them")
+    p.add_argument("--lab", required=True, help="lab name (e.g. 00_getting_started_lab) or solution path")
+    p.add_argument("--out", required=True, help="folder for grades.csv, feedback/ and results/")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)")
+    p.add_argument("--force", action="store_true", help="re-grade submissions already graded")
+    p.add_argument("--cell-timeout", type=float, default=60, help="seconds per cell and per test call")
+    p.add_argument("--timeout", type=float, default=600, help="seconds for a whole submission")
+    p.add_argument("--memory-gb", type=float, default=4, help="address-space limit per submission")
+    p.add_argument("--max-processes", type=int, default=32, help="process limit per submission")
+    p.set_defaults(func=_cmd_grade)
     return parser
 
 
