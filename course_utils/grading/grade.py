@@ -209,8 +209,7 @@ def _score(ctx: GradingContext, run: NotebookRun, missing: set[str]) -> list[Que
             results.append(QuestionResult(**base, status="missing", reason="no answer cell in the submission"))
             continue
         if not run.finished:
-            status = "timeout" if "wall-clock" in run.failure else ("memory" if "memory" in run.failure else "error")
-            results.append(QuestionResult(**base, status=status, reason=run.failure))
+            results.append(QuestionResult(**base, status=run.failure_kind, reason=run.failure))
             continue
         cell = cell_status.get(answer_cells.get(qid), {})
         outcomes = [run.cases.get(c.id, {}) for c in cases]

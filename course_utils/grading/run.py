@@ -21,6 +21,7 @@ class NotebookRun:
     cases: dict[str, dict[str, Any]]
     finished: bool  # the harness reported back
     failure: str  # why it did not, in words ("" when finished)
+    failure_kind: str  # "" when finished, else "timeout", "memory" or "error"
     wall_s: float
     exec_s: float  # time the notebook's own cells took
     limits_in_force: dict[str, str] = field(default_factory=dict)
@@ -40,14 +41,17 @@ def run_cells(sources: list[tuple[int, str]], cases: list[Case], limits: Limits)
     # nothing the student's code writes afterwards on the same pipe is read.
     results = next((m for m in run.messages if m.get("type") == "results"), None)
     if results is not None and isinstance(results.get("cases"), dict) and isinstance(results.get("cells"), list):
-        return NotebookRun(results["cells"], results["cases"], True, "", run.wall_s, float(results.get("exec_s", 0)),
-                           run.limits_in_force, run.output_truncated)
+        return NotebookRun(results["cells"], results["cases"], True, "", "", run.wall_s,
+                           float(results.get("exec_s", 0)), run.limits_in_force, run.output_truncated)
+    kind = "error"
     if run.timed_out:
+        kind = "timeout"
         failure = f"the notebook did not finish within the {limits.wall_timeout_s:g} s wall-clock limit"
     elif run.returncode is not None and run.returncode < 0:
         failure = f"the process was killed by signal {-run.returncode}"
     else:
         failure = f"the process exited (code {run.returncode}) before reporting results"
         if "MemoryError" in run.stderr:
-            failure += " after running out of memory"
-    return NotebookRun([], {}, False, failure, run.wall_s, run.wall_s, run.limits_in_force, run.output_truncated)
+            kind, failure = "memory", failure + " after running out of memory"
+    return NotebookRun([], {}, False, failure, kind, run.wall_s, run.wall_s, run.limits_in_force,
+                       run.output_truncated)
