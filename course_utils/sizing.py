@@ -1,6 +1,7 @@
-"""Memory arithmetic for Llama-family decoders, computed from a config rather than quoted.
+"""Parameter, memory and FLOP arithmetic for decoders, computed from a config rather than quoted.
 
-Everything here is exact counting over the shapes a config implies:
+Llama-family models (Llama, Mistral, SmolLM2) count as follows; GPT-2/GPT-3 configs are counted
+by :func:`_gpt2_count` (learned positions, biases, LayerNorm, a 4d MLP, tied head).
 
     embeddings            V x d
     per layer  attention  d x (H x hd)  +  2 x d x (KV x hd)  +  (H x hd) x d   (+ biases)
@@ -20,6 +21,8 @@ from typing import Any
 
 __all__ = [
     "PUBLISHED_CONFIGS",
+    "flops_per_token",
+    "kv_cache_bytes",
     "kv_cache_bytes_per_token",
     "parameter_count",
     "published_config",
@@ -53,6 +56,11 @@ PUBLISHED_CONFIGS: dict[str, dict[str, Any]] = {
         num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
         max_position_embeddings=8192, tie_word_embeddings=True,
     ),
+    "gpt2-small": dict(model_type="gpt2", vocab_size=50257, n_embd=768, n_layer=12, n_head=12, n_positions=1024),
+    "gpt2-xl": dict(model_type="gpt2", vocab_size=50257, n_embd=1600, n_layer=48, n_head=25, n_positions=1024),
+    # GPT-3 175B (Brown et al., 2020, table 2.1) in GPT-2's architecture; its sparse attention
+    # layers do not change the parameter count.
+    "gpt3-175b": dict(model_type="gpt2", vocab_size=50257, n_embd=12288, n_layer=96, n_head=96, n_positions=2048),
 }
 
 
@@ -69,6 +77,10 @@ def published_config(name: str):
 
 def _shape(config: Any) -> tuple[int, int, int, int, int, int, int]:
     """(V, d, L, H, KV, hd, F) from a transformers config, validated."""
+    if getattr(config, "model_type", None) == "gpt2":
+        d = int(config.n_embd)
+        return int(config.vocab_size), d, int(config.n_layer), int(config.n_head), int(config.n_head), \
+            d // int(config.n_head), int(config.n_inner or 4 * d)
     try:
         d = int(config.hidden_size)
         heads = int(config.num_attention_heads)
@@ -83,8 +95,16 @@ def _shape(config: Any) -> tuple[int, int, int, int, int, int, int]:
     return shape
 
 
+def _gpt2_count(config: Any) -> int:
+    vocab, d, layers, _, _, _, ffn = _shape(config)
+    per_layer = (2 * d) + (d * 3 * d + 3 * d) + (d * d + d) + (2 * d) + (d * ffn + ffn) + (ffn * d + d)
+    return vocab * d + int(config.n_positions) * d + layers * per_layer + 2 * d
+
+
 def parameter_count(config: Any) -> int:
-    """Exact number of parameters of a Llama-family decoder with this config."""
+    """Exact number of parameters of a Llama-family or GPT-2-style decoder with this config."""
+    if getattr(config, "model_type", None) == "gpt2":
+        return _gpt2_count(config)
     vocab, d, layers, heads, kv, hd, ffn = _shape(config)
     attention = d * heads * hd + 2 * d * kv * hd + heads * hd * d
     if getattr(config, "attention_bias", False):
@@ -106,3 +126,23 @@ def kv_cache_bytes_per_token(config: Any, bytes_per_value: int = 2) -> int:
     """Bytes of K and V cached per token across all layers (bf16 by default)."""
     _, _, layers, _, kv, hd, _ = _shape(config)
     return 2 * layers * kv * hd * bytes_per_value
+
+
+def kv_cache_bytes(config: Any, context: int, batch: int = 1, bytes_per_value: int = 2) -> int:
+    """KV-cache bytes for ``batch`` sequences of ``context`` tokens each."""
+    if context < 0 or batch < 1:
+        raise ValueError(f"context must be >= 0 and batch >= 1, got {context}, {batch}")
+    return kv_cache_bytes_per_token(config, bytes_per_value) * context * batch
+
+
+def flops_per_token(config: Any, context: int, training: bool = False) -> float:
+    """Forward FLOPs per token (Kaplan et al., 2020): 2 N + 2 n_layers n_ctx d_attn.
+
+    N counts the non-embedding parameters (each is one multiply-add per token); the second term
+    is the attention scores and weighted sum against ``context`` earlier tokens. Training costs
+    about three forward passes (forward + backward), hence the familiar 6 N.
+    """
+    vocab, d, layers, heads, _, hd, _ = _shape(config)
+    embedding = vocab * d + (int(config.n_positions) * d if getattr(config, "model_type", None) == "gpt2" else 0)
+    forward = 2 * (parameter_count(config) - embedding) + 2 * layers * context * heads * hd
+    return 3.0 * forward if training else float(forward)

@@ -16,7 +16,10 @@ def test_parameter_count_equals_the_instantiated_model(name):
 @pytest.mark.parametrize(
     "name, published",
     [("llama-3.1-8b", 8.03e9), ("llama-3.1-70b", 70.6e9), ("mistral-7b", 7.24e9),
-     ("smollm2-135m", 134.5e6), ("smollm2-360m", 361.8e6)],
+     ("smollm2-135m", 134.5e6), ("smollm2-360m", 361.8e6), ("gpt3-175b", 175e9),
+     # the released GPT-2 checkpoints (124M, 1558M); the GPT-2 paper's table says 117M and 1542M,
+     # figures the released weights never matched
+     ("gpt2-small", 124.4e6), ("gpt2-xl", 1558e6)],
 )
 def test_parameter_count_within_one_percent_of_published(name, published):
     assert sizing.parameter_count(sizing.published_config(name)) == pytest.approx(published, rel=0.01)
@@ -47,3 +50,20 @@ def test_bad_config_is_explained():
         sizing.published_config("gpt-7")
     with pytest.raises(TypeError, match="Llama-family"):
         sizing.parameter_count(object())
+
+
+def test_kv_cache_for_a_context_and_batch():
+    config = sizing.published_config("llama-3.1-8b")
+    assert sizing.kv_cache_bytes(config, 131_072, batch=1) == 131_072 * 131_072  # 16 GiB at 128K
+    assert sizing.kv_cache_bytes(config, 8192, batch=4) == 4 * 8192 * 131_072
+    with pytest.raises(ValueError):
+        sizing.kv_cache_bytes(config, 10, batch=0)
+
+
+def test_flops_per_token_follow_kaplan():
+    gpt3 = sizing.published_config("gpt3-175b")
+    n = sizing.parameter_count(gpt3) - (50257 + 2048) * 12288
+    assert sizing.flops_per_token(gpt3, 0) == 2 * n
+    # at 2K context the attention term adds 2 * 96 * 2048 * 12288 FLOPs, about 3% of 2N
+    assert sizing.flops_per_token(gpt3, 2048) == pytest.approx(2 * n + 2 * 96 * 2048 * 12288)
+    assert sizing.flops_per_token(gpt3, 2048, training=True) == 3 * sizing.flops_per_token(gpt3, 2048)

@@ -1,0 +1,63 @@
+"""The from-scratch decoder against transformers, on the embedded SmolLM2."""
+
+import pytest
+import torch
+
+from course_utils.transformer import KVCache, Llama, LlamaConfig
+
+
+@pytest.fixture(scope="module")
+def ours(smollm2):
+    return Llama.from_hf(smollm2[0])
+
+
+def test_logits_equal_transformers(smollm2, ours):
+    model, tokenizer = smollm2
+    ids = tokenizer("Attention is all you need, said the paper; the KV cache disagreed.", return_tensors="pt")[
+        "input_ids"]
+    with torch.no_grad():
+        expected = model(ids).logits
+        got = ours(ids)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_fifty_greedy_tokens_identical(smollm2, ours):
+    model, tokenizer = smollm2
+    ids = tokenizer("The history of the transformer architecture", return_tensors="pt")["input_ids"]
+    expected = model.generate(ids, max_new_tokens=50, do_sample=False, min_new_tokens=50)
+    assert torch.equal(ours.generate_greedy(ids, 50), expected)
+
+
+def test_cached_decoding_equals_recomputing(ours):
+    ids = torch.randint(0, ours.config.vocab_size, (2, 9))
+    cache = KVCache(ours.config, batch=2, max_len=16)
+    with torch.no_grad():
+        full = ours(ids)
+        first = ours(ids[:, :6], cache)
+        rest = [ours(ids[:, i:i + 1], cache) for i in range(6, 9)]
+    stepped = torch.cat([first, *rest], dim=1)
+    assert torch.allclose(stepped, full, atol=1e-4)
+    assert cache.length == 9
+
+
+def test_attention_implementations_give_the_same_model(smollm2, ours):
+    ids = torch.randint(0, ours.config.vocab_size, (1, 40))
+    with torch.no_grad():
+        reference = ours(ids)
+        for impl in ("naive", "tiled"):
+            ours.config.attention = impl
+            assert torch.allclose(ours(ids), reference, atol=1e-4), impl
+    ours.config.attention = "sdpa"
+
+
+def test_bad_config_and_input_are_explained(ours):
+    with pytest.raises(ValueError, match="multiple of n_kv_heads"):
+        LlamaConfig(vocab_size=10, dim=8, n_layers=1, n_heads=3, n_kv_heads=2, ffn_dim=16)
+    with pytest.raises(ValueError, match="attention must be"):
+        LlamaConfig(vocab_size=10, dim=8, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=16, attention="flash")
+    with pytest.raises(ValueError, match="batch, length"):
+        ours(torch.tensor([1, 2, 3]))
+    cache = KVCache(ours.config, batch=1, max_len=2)
+    with pytest.raises(ValueError, match="KV cache full"):
+        ours(torch.tensor([[1, 2, 3]]), cache)
