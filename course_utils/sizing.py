@@ -41,6 +41,11 @@ PUBLISHED_CONFIGS: dict[str, dict[str, Any]] = {
         num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8,
         max_position_embeddings=131072, tie_word_embeddings=False,
     ),
+    "llama-2-7b": dict(
+        model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+        max_position_embeddings=4096, tie_word_embeddings=False,
+    ),
     "mistral-7b": dict(
         model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
         num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,

@@ -183,6 +183,26 @@ class Llama(nn.Module):
         return self.lm_head(self.norm(x))
 
     @torch.inference_mode()
+    def attention_weights(self, ids: torch.Tensor, layer: int) -> torch.Tensor:
+        """Softmax attention weights (B, H, T, T) of one layer for ``ids`` (B, T)."""
+        if not 0 <= layer < self.config.n_layers:
+            raise ValueError(f"layer must be in [0, {self.config.n_layers}), got {layer}")
+        captured = {}
+        hook = self.layers[layer].input_layernorm.register_forward_hook(
+            lambda _m, _i, out: captured.setdefault("x", out))
+        try:
+            self(ids)
+        finally:
+            hook.remove()
+        attn, c = self.layers[layer].self_attn, self.config
+        b, t = ids.shape
+        cos, sin = rope_cos_sin(torch.arange(t, device=ids.device), self.inv_freq, self.attention_factor)
+        q = apply_rope(attn.q_proj(captured["x"]).view(b, t, c.n_heads, c.head_dim).transpose(1, 2), cos, sin)
+        k = apply_rope(attn.k_proj(captured["x"]).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2), cos, sin)
+        v = torch.zeros_like(k)
+        return naive_attention(q, k, v, causal=True, return_weights=True)[1]
+
+    @torch.inference_mode()
     def generate_greedy(self, ids: torch.Tensor, max_new_tokens: int, use_cache: bool = True,
                         eos_token_id: int | None = None) -> torch.Tensor:
         """Append ``max_new_tokens`` argmax tokens to (B, T) ``ids`` (stops early on EOS for B=1)."""

@@ -15,7 +15,7 @@ def test_parameter_count_equals_the_instantiated_model(name):
 
 @pytest.mark.parametrize(
     "name, published",
-    [("llama-3.1-8b", 8.03e9), ("llama-3.1-70b", 70.6e9), ("mistral-7b", 7.24e9),
+    [("llama-3.1-8b", 8.03e9), ("llama-2-7b", 6.74e9), ("llama-3.1-70b", 70.6e9), ("mistral-7b", 7.24e9),
      ("smollm2-135m", 134.5e6), ("smollm2-360m", 361.8e6), ("gpt3-175b", 175e9),
      # the released GPT-2 checkpoints (124M, 1558M); the GPT-2 paper's table says 117M and 1542M,
      # figures the released weights never matched

@@ -51,6 +51,20 @@ def test_attention_implementations_give_the_same_model(smollm2, ours):
     ours.config.attention = "sdpa"
 
 
+def test_attention_weights_match_transformers_eager(smollm2, ours):
+    model, tokenizer = smollm2
+    ids = tokenizer("The animal did not cross the street because it was tired", return_tensors="pt")["input_ids"]
+    model.config._attn_implementation = "eager"  # the implementation that can return its weights
+    try:
+        with torch.no_grad():
+            expected = model(ids, output_attentions=True).attentions[3]
+    finally:
+        model.config._attn_implementation = "sdpa"
+    got = ours.attention_weights(ids, layer=3)
+    assert got.shape == expected.shape == (1, 9, ids.shape[1], ids.shape[1])
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
 def test_bad_config_and_input_are_explained(ours):
     with pytest.raises(ValueError, match="multiple of n_kv_heads"):
         LlamaConfig(vocab_size=10, dim=8, n_layers=1, n_heads=3, n_kv_heads=2, ffn_dim=16)

@@ -1,0 +1,90 @@
+"""Measuring attention's cost: wall time and peak memory of one call.
+
+CPU tensors do not go through an allocator that torch reports on, so peak memory comes from the
+operating system. On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the process's
+high-water mark of resident memory (``VmHWM``); the peak of a call is then ``VmHWM`` after it
+minus the resident size (``VmRSS``) before it, after glibc's ``malloc_trim`` has returned freed
+memory to the OS. Elsewhere the memory column is None.
+
+Used by notebook 01 and benchmarks/attention_bench.py.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from course_utils import attention
+
+__all__ = ["attention_cost", "fit_slope", "peak_memory_supported"]
+
+_STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def fit_slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log(y) against log(x): the exponent k in y ~ x^k."""
+    import numpy as np
+
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def _status_kib(field: str) -> int:
+    for line in _STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap memory back to the OS, so it cannot hide the next call's allocations."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory_supported() -> bool:
+    """Reset the high-water mark; False where /proc/self/clear_refs does not exist."""
+    _release_free_memory()
+    try:
+        _CLEAR_REFS.write_text("5")
+        _status_kib("VmHWM")
+    except (OSError, KeyError):
+        return False
+    return True
+
+
+def attention_cost(impl: str, t: int, heads: int = 4, head_dim: int = 64, causal: bool = True,
+                   window: int | None = None, repeats: int = 3, tile: int = 256) -> dict:
+    """Median seconds over ``repeats`` calls and the peak extra bytes of the first call.
+
+    Inputs are (1, heads, t, head_dim) float32; ``tile`` sets both tile sizes of the tiled kernel.
+    """
+    impls = {
+        "naive": attention.naive_attention,
+        "sdpa": attention.sdpa_attention,
+        "tiled": lambda q, k, v, c, w: attention.tiled_attention(q, k, v, c, w, q_tile=tile, k_tile=tile),
+    }
+    if impl not in impls:
+        raise ValueError(f"impl must be one of {sorted(impls)}, got {impl!r}")
+    gen = torch.Generator().manual_seed(t)
+    q, k, v = (torch.randn(1, heads, t, head_dim, generator=gen) for _ in range(3))
+    impls[impl](*(x[:, :, :8] for x in (q, k, v)), causal, window)  # warm-up, tiny
+    measure_memory = peak_memory_supported()
+    before = _status_kib("VmRSS") if measure_memory else 0
+    start = time.perf_counter()
+    out = impls[impl](q, k, v, causal, window)
+    times = [time.perf_counter() - start]
+    peak = (_status_kib("VmHWM") - before) * 1024 if measure_memory else None
+    del out
+    for _ in range(repeats - 1):
+        start = time.perf_counter()
+        impls[impl](q, k, v, causal, window)
+        times.append(time.perf_counter() - start)
+    return {"impl": impl, "T": t, "window": window, "seconds": statistics.median(times),
+            "peak_bytes": None if peak is None else max(peak, 0)}
