@@ -25,7 +25,10 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["RopeScaling", "apply_rope", "inverse_frequencies", "rope_cos_sin", "rope_from_config", "rotate_half"]
+__all__ = [
+    "RopeScaling", "apply_rope", "inverse_frequencies", "rope_cos_sin", "rope_from_config", "rotate_half",
+    "scaling_from_config",
+]
 
 
 @dataclass(frozen=True)
@@ -90,18 +93,22 @@ def inverse_frequencies(head_dim: int, base: float = 10000.0, scaling: RopeScali
     return theta / factor * (1 - keep) + theta * keep, attention_factor
 
 
-def rope_from_config(config: Any, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
-    """Inverse frequencies and attention factor for a transformers Llama-family config."""
+def scaling_from_config(config: Any) -> tuple[float, RopeScaling | None]:
+    """(base, scaling) described by a transformers Llama-family config."""
     params = dict(getattr(config, "rope_parameters", None) or {})
-    base = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    base = float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
     kind = params.get("rope_type", "default")
     if kind == "default":
-        return inverse_frequencies(head_dim, base)
+        return base, None
     original = params.get("original_max_position_embeddings") or config.max_position_embeddings
     extra = {k: params[k] for k in ("low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow") if params.get(k)}
-    scaling = RopeScaling(kind, float(params["factor"]), int(original), **extra)
-    return inverse_frequencies(head_dim, base, scaling, seq_len)
+    return base, RopeScaling(kind, float(params["factor"]), int(original), **extra)
+
+
+def rope_from_config(config: Any, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies and attention factor for a transformers Llama-family config."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return inverse_frequencies(head_dim, *scaling_from_config(config), seq_len)
 
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor,

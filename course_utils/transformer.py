@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.attention import naive_attention, sdpa_attention, tiled_attention
-from course_utils.rope import RopeScaling, apply_rope, inverse_frequencies, rope_cos_sin, rope_from_config
+from course_utils.rope import RopeScaling, apply_rope, inverse_frequencies, rope_cos_sin, scaling_from_config
 
 __all__ = ["KVCache", "Llama", "LlamaConfig"]
 
@@ -59,7 +59,7 @@ class LlamaConfig:
             ffn_dim=config.intermediate_size, head_dim=getattr(config, "head_dim", None),
             norm_eps=config.rms_norm_eps, tie_embeddings=config.tie_word_embeddings,
         )
-        fields["rope_base"] = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+        fields["rope_base"], fields["rope_scaling"] = scaling_from_config(config)
         return cls(**{**fields, **overrides})
 
 
@@ -165,7 +165,11 @@ class Llama(nn.Module):
         self.set_rope(config.rope_base, config.rope_scaling)
 
     def set_rope(self, base: float, scaling: RopeScaling | None = None, seq_len: int | None = None) -> None:
-        """Change the rotary frequencies (e.g. to try a context-extension scaling)."""
+        """Change the rotary frequencies (e.g. to try a context-extension scaling).
+
+        ``dynamic`` scaling is evaluated once, at ``seq_len``; transformers instead re-evaluates
+        it on every forward pass from the longest position seen.
+        """
         inv_freq, self.attention_factor = inverse_frequencies(self.config.head_dim, base, scaling, seq_len)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -221,10 +225,8 @@ class Llama(nn.Module):
     @classmethod
     def from_hf(cls, hf_model, **overrides) -> Llama:
         """Copy a transformers LlamaForCausalLM's weights into a from-scratch model."""
-        config = LlamaConfig.from_hf(hf_model.config, **overrides)
-        inv_freq, factor = rope_from_config(hf_model.config)
-        model = cls(config)
-        model.inv_freq, model.attention_factor = inv_freq, factor
+        model = cls(LlamaConfig.from_hf(hf_model.config, **overrides))
+        config = model.config
         state = {k.removeprefix("model."): v for k, v in hf_model.state_dict().items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [m for m in missing if not (config.tie_embeddings and m == "lm_head.weight")]

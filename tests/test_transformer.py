@@ -43,12 +43,14 @@ def test_cached_decoding_equals_recomputing(ours):
 
 def test_attention_implementations_give_the_same_model(smollm2, ours):
     ids = torch.randint(0, ours.config.vocab_size, (1, 40))
-    with torch.no_grad():
-        reference = ours(ids)
-        for impl in ("naive", "tiled"):
-            ours.config.attention = impl
-            assert torch.allclose(ours(ids), reference, atol=1e-4), impl
-    ours.config.attention = "sdpa"
+    try:
+        with torch.no_grad():
+            reference = ours(ids)
+            for impl in ("naive", "tiled"):
+                ours.config.attention = impl
+                assert torch.allclose(ours(ids), reference, atol=1e-4), impl
+    finally:
+        ours.config.attention = "sdpa"
 
 
 def test_attention_weights_match_transformers_eager(smollm2, ours):
@@ -75,3 +77,16 @@ def test_bad_config_and_input_are_explained(ours):
     cache = KVCache(ours.config, batch=1, max_len=2)
     with pytest.raises(ValueError, match="KV cache full"):
         ours(torch.tensor([[1, 2, 3]]), cache)
+
+
+def test_rope_scaling_comes_from_the_config():
+    from transformers import LlamaConfig as HFConfig
+
+    hf = HFConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+                  num_hidden_layers=1, vocab_size=32, max_position_embeddings=131072,
+                  rope_parameters={"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0,
+                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                   "original_max_position_embeddings": 8192})
+    config = LlamaConfig.from_hf(hf)
+    assert config.rope_base == 500000.0 and config.rope_scaling.kind == "llama3"
+    assert config.rope_scaling.factor == 8.0 and config.rope_scaling.original_max_position == 8192

@@ -81,7 +81,9 @@ def _build(tmp: Path) -> dict[str, Path]:
         "import builtins, course_utils.grading as g, course_utils.grading.values as v\n"
         "g.check = lambda *a, **k: print('All tests passed!') or True\n"
         "v.compare = lambda *a, **k: (True, '')\n"
-        "builtins.print('patched')\n" + WRONG_SOFTMAX)}))
+        "builtins.print('patched')\n"
+        "builtins.abs = lambda x: 0\n"
+        "builtins.print = lambda *a, **k: None\n" + WRONG_SOFTMAX)}))
     put("reads_secrets", submission({"softmax-temperature": LEAKY}))
     put("fake_grades", submission({"softmax-temperature": (
         "print('All tests passed! Score: 10/10')\n"
