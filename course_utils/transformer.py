@@ -164,6 +164,17 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.set_rope(config.rope_base, config.rope_scaling)
 
+    def init_weights(self, std: float = 0.02) -> None:
+        """Fresh weights for training from scratch: N(0, std) matrices, unit norm scales.
+
+        (PyTorch's default Linear/Embedding init gives an untrained model logits far too large.)
+        """
+        for param in self.parameters():
+            if param.dim() >= 2:
+                torch.nn.init.normal_(param, mean=0.0, std=std)
+            else:
+                torch.nn.init.ones_(param)
+
     def set_rope(self, base: float, scaling: RopeScaling | None = None, seq_len: int | None = None) -> None:
         """Change the rotary frequencies (e.g. to try a context-extension scaling).
 
