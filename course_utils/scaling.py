@@ -23,7 +23,8 @@ from scipy.special import logsumexp
 
 __all__ = [
     "CHINCHILLA_TABLE3", "EPOCH", "HOFFMANN", "KAPLAN", "ChinchillaFit", "ChinchillaLaw", "KaplanLaw",
-    "compute_optimal", "fit_chinchilla", "inference_aware_optimum", "training_flops",
+    "compute_optimal", "fit_chinchilla", "fit_power_law", "inference_aware_optimum", "isoflop_optimum",
+    "training_flops",
 ]
 
 
@@ -218,3 +219,20 @@ def inference_aware_optimum(target_loss: float, inference_tokens: float, law: Ch
                                    options={"xatol": 1e-10})
     n = float(np.exp(res.x))
     return n, float(tokens_needed(n))
+
+
+def isoflop_optimum(n, loss) -> float:
+    """Approach 2, one budget: fit loss = c2 (log N)^2 + c1 log N + c0 and return the N at its vertex."""
+    log_n, loss = np.log(np.asarray(n, dtype=float)), np.asarray(loss, dtype=float)
+    if log_n.size < 3:
+        raise ValueError("an IsoFLOP parabola needs at least 3 model sizes")
+    c2, c1, _ = np.polyfit(log_n, loss, 2)
+    if c2 <= 0:
+        raise ValueError("the losses do not curve upwards around a minimum: widen the range of model sizes")
+    return float(np.exp(-c1 / (2 * c2)))
+
+
+def fit_power_law(x, y) -> tuple[float, float]:
+    """(k, p) with y = k x^p, by least squares in log-log space (e.g. N_opt = k C^a)."""
+    p, log_k = np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float)), 1)
+    return float(np.exp(log_k)), float(p)

@@ -102,3 +102,16 @@ def test_bad_input_is_explained():
         fit_chinchilla([1, 2], [1, 2], [1, 2])
     with pytest.raises(ValueError, match="irreducible"):
         scaling.inference_aware_optimum(1.0, 0, HOFFMANN)
+
+
+def test_isoflop_approach_recovers_the_allocation_exponent():
+    budgets = np.logspace(18, 22, 5)
+    optima = []
+    for c in budgets:
+        n_star, _ = compute_optimal(c, HOFFMANN)
+        n = n_star * np.logspace(-0.5, 0.5, 9)
+        optima.append(scaling.isoflop_optimum(n, HOFFMANN.loss(n, c / (6 * n))))
+    _, exponent = scaling.fit_power_law(budgets, optima)
+    assert exponent == pytest.approx(HOFFMANN.a, abs=0.01)
+    with pytest.raises(ValueError, match="curve upwards"):
+        scaling.isoflop_optimum([1e6, 1e7, 1e8], [1.0, 2.0, 1.5])
