@@ -1,7 +1,7 @@
 import pytest
 
 from course_utils.chat import chat_inputs, generate
-from course_utils.evaluation import distinct_n
+from course_utils.evaluation import distinct_n, late_window_perplexity
 
 
 def test_chat_inputs_end_with_the_assistant_header(smollm2):
@@ -53,3 +53,18 @@ def test_distinct_n():
     assert distinct_n([], 2) == 0.0
     with pytest.raises(ValueError):
         distinct_n(["a"], 0)
+
+
+def test_late_window_perplexity_matches_the_loss_by_hand(smollm2):
+    import torch
+
+    model, tokenizer = smollm2
+    ids = tokenizer("one two three four five six seven eight nine ten eleven twelve", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits[0, :-1]
+    nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+    assert late_window_perplexity(model, ids, ids.shape[1], 1.0) == pytest.approx(float(nll.mean().exp()), rel=1e-5)
+    assert late_window_perplexity(model, ids, ids.shape[1], 0.25) == pytest.approx(
+        float(nll[-round((ids.shape[1] - 1) * 0.25):].mean().exp()), rel=1e-5)
+    with pytest.raises(ValueError, match="window"):
+        late_window_perplexity(model, ids, 10_000)

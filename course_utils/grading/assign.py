@@ -20,11 +20,7 @@ import nbformat
 
 from course_utils.grading.spec import BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, course_meta, lint_lab
 
-__all__ = ["assign_all", "lab_name", "make_student_version", "student_path"]
-
-
-def lab_name(path: str | Path) -> str:
-    return Path(path).stem
+__all__ = ["assign_all", "make_student_version"]
 
 
 def _strip(source: str, question: str) -> str:
@@ -67,17 +63,13 @@ def make_student_version(solution: nbformat.NotebookNode, name: str = "lab") -> 
     return nb
 
 
-def student_path(solution_path: Path, labs_dir: Path) -> Path:
-    return labs_dir / solution_path.name
-
-
 def assign_all(solutions_dir: Path, labs_dir: Path, check_only: bool = False) -> list[str]:
     """Write labs/ from solutions/; with ``check_only``, list the labs that are out of date instead."""
     stale = []
     labs_dir.mkdir(parents=True, exist_ok=True)
     for path in sorted(solutions_dir.glob("*_lab.ipynb")):
         text = nbformat.writes(make_student_version(nbformat.read(str(path), as_version=4), path.name)) + "\n"
-        target = student_path(path, labs_dir)
+        target = labs_dir / path.name
         if not target.exists() or target.read_text() != text:
             stale.append(target.name)
             if not check_only:

@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import ast
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
-
-import nbformat
 
 __all__ = [
     "BEGIN_HIDDEN", "BEGIN_SOLUTION", "END_HIDDEN", "END_SOLUTION",
-    "Case", "LabFormatError", "LabSpec", "Question", "lint_lab", "load_notebook", "parse_lab",
+    "Case", "LabFormatError", "LabSpec", "Question", "lint_lab", "parse_lab",
 ]
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -60,7 +57,6 @@ class Question:
     id: str
     points: float
     cell_id: str  # nbformat cell id of the answer cell in the release
-    functions: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -72,11 +68,6 @@ class LabSpec:
     @property
     def total_points(self) -> float:
         return sum(q.points for q in self.questions.values())
-
-
-def load_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """Read a notebook as nbformat 4 (older versions are converted)."""
-    return nbformat.read(str(path), as_version=4)
 
 
 def course_meta(cell: dict) -> dict:
@@ -218,7 +209,6 @@ def parse_lab(nb: dict, name: str) -> LabSpec:
     for case in cases:
         if case.question not in questions:
             raise LabFormatError(f"{name}: tests for unknown question {case.question!r}")
-        questions[case.question].functions.add(case.function)
     for q in questions.values():
         if not any(c.question == q.id for c in cases):
             raise LabFormatError(f"{name}: question {q.id!r} has no test cases")
