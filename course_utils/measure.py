@@ -3,8 +3,8 @@
 CPU tensors do not go through an allocator that torch reports on, so peak memory comes from the
 operating system. On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the process's
 high-water mark of resident memory (``VmHWM``); the peak of a call is then ``VmHWM`` after it
-minus the resident size (``VmRSS``) before it, after glibc's ``malloc_trim`` has returned freed
-memory to the OS. Elsewhere the memory column is None.
+minus the resident size (``VmRSS``) before it, after freed memory has gone back to the OS (see
+:func:`_release_free_memory`). Elsewhere the memory column is None.
 
 Used by notebook 01 and benchmarks/attention_bench.py.
 """
@@ -39,11 +39,20 @@ def _status_kib(field: str) -> int:
 
 
 def _release_free_memory() -> None:
-    """Hand freed heap memory back to the OS, so it cannot hide the next call's allocations."""
+    """Make freed memory go back to the OS, so it can neither hide nor inflate the next peak.
+
+    glibc serves a large allocation with its own mapping, returned to the OS when freed, but after
+    each such free it raises that size threshold, so later large tensors land on the heap and stay
+    resident. Pinning the threshold (mallopt M_MMAP_THRESHOLD) and trimming the heap prevents it.
+    A side effect for timings, the same for every implementation: each large tensor is freshly
+    mapped, so its page faults are part of the measured time, as in a one-off call.
+    """
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic adjustment
+        libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
