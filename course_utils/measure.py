@@ -69,10 +69,12 @@ def peak_memory_supported() -> bool:
 
 
 def attention_cost(impl: str, t: int, heads: int = 4, head_dim: int = 64, causal: bool = True,
-                   window: int | None = None, repeats: int = 3, tile: int = 256) -> dict:
+                   window: int | None = None, repeats: int = 3, tile: int = 256, device: str = "cpu") -> dict:
     """Median seconds over ``repeats`` calls and the peak extra bytes of the first call.
 
-    Inputs are (1, heads, t, head_dim) float32; ``tile`` sets both tile sizes of the tiled kernel.
+    Inputs are (1, heads, t, head_dim) float32 on ``device``; ``tile`` sets both tile sizes of the
+    tiled kernel. On CUDA, time is taken after synchronising and peak memory comes from torch's
+    allocator statistics.
     """
     impls = {
         "naive": attention.naive_attention,
@@ -81,19 +83,32 @@ def attention_cost(impl: str, t: int, heads: int = 4, head_dim: int = 64, causal
     }
     if impl not in impls:
         raise ValueError(f"impl must be one of {sorted(impls)}, got {impl!r}")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     gen = torch.Generator().manual_seed(t)
-    q, k, v = (torch.randn(1, heads, t, head_dim, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(1, heads, t, head_dim, generator=gen).to(dev) for _ in range(3))
     impls[impl](*(x[:, :, :8] for x in (q, k, v)), causal, window)  # warm-up, tiny
-    measure_memory = peak_memory_supported()
-    before = _status_kib("VmRSS") if measure_memory else 0
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+    else:
+        measure_memory = peak_memory_supported()
+        before = _status_kib("VmRSS") * 1024 if measure_memory else 0
     start = time.perf_counter()
     out = impls[impl](q, k, v, causal, window)
+    sync()
     times = [time.perf_counter() - start]
-    peak = (_status_kib("VmHWM") - before) * 1024 if measure_memory else None
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(dev) - before
+    else:
+        peak = _status_kib("VmHWM") * 1024 - before if measure_memory else None
     del out
     for _ in range(repeats - 1):
         start = time.perf_counter()
         impls[impl](q, k, v, causal, window)
+        sync()
         times.append(time.perf_counter() - start)
     return {"impl": impl, "T": t, "window": window, "seconds": statistics.median(times),
             "peak_bytes": None if peak is None else max(peak, 0)}

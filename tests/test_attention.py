@@ -87,3 +87,15 @@ def test_bad_shapes_are_explained():
         tiled_attention(*qkv(1, 2, 2, 3, 3, 4), q_tile=0)
     with pytest.raises(ValueError, match="window"):
         attention_mask(3, 3, window=0)
+
+
+def test_attention_cost_reports_time_and_a_quadratic_naive_peak():
+    from course_utils.measure import attention_cost, peak_memory_supported
+
+    small, big = attention_cost("naive", 1024, repeats=1), attention_cost("naive", 2048, repeats=1)
+    assert small["seconds"] > 0 and big["seconds"] > 0
+    if peak_memory_supported():
+        assert 3.0 < big["peak_bytes"] / small["peak_bytes"] < 5.0  # twice the length, ~4x the scores
+        assert attention_cost("tiled", 2048, repeats=1)["peak_bytes"] < 0.2 * big["peak_bytes"]
+    with pytest.raises(ValueError, match="impl"):
+        attention_cost("flash", 64)
