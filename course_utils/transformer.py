@@ -114,12 +114,17 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.dim, c.n_kv_heads * c.head_dim, bias=False)
         self.o_proj = nn.Linear(c.n_heads * c.head_dim, c.dim, bias=False)
 
+    def qkv(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rotated queries (B, H, T, hd), rotated keys and values (B, H_kv, T, hd) for x (B, T, d)."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.c.n_heads, self.c.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.c.n_kv_heads, self.c.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.c.n_kv_heads, self.c.head_dim).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
     def forward(self, x, cos, sin, layer: int, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.c.n_heads, self.c.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(b, t, self.c.n_kv_heads, self.c.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
-        v = self.v_proj(x).view(b, t, self.c.n_kv_heads, self.c.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.qkv(x, cos, sin)
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, H_kv, S, hd) with S = cached + T
         y = _ATTENTION[self.c.attention](q, k, v, causal=True)  # (B, H, T, hd)
@@ -209,12 +214,9 @@ class Llama(nn.Module):
             self(ids)
         finally:
             hook.remove()
-        attn, c = self.layers[layer].self_attn, self.config
-        b, t = ids.shape
-        cos, sin = rope_cos_sin(torch.arange(t, device=ids.device), self.inv_freq, self.attention_factor)
-        q = apply_rope(attn.q_proj(captured["x"]).view(b, t, c.n_heads, c.head_dim).transpose(1, 2), cos, sin)
-        k = apply_rope(attn.k_proj(captured["x"]).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2), cos, sin)
-        v = torch.zeros_like(k)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        cos, sin = rope_cos_sin(positions, self.inv_freq, self.attention_factor)
+        q, k, v = self.layers[layer].self_attn.qkv(captured["x"], cos, sin)
         return naive_attention(q, k, v, causal=True, return_weights=True)[1]
 
     @torch.inference_mode()
