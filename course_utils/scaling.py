@@ -43,7 +43,12 @@ class KaplanLaw:
     d_c: float = 5.4e13
     alpha_c: float = 0.050
     c_c_pf_days: float = 3.1e8  # C_min in PF-days (1 PF-day = 8.64e19 FLOPs)
+    n_opt_per_pf_day: float = 1.3e9  # compute-efficient size at C_min = 1 PF-day (their figure 14)
     allocation_exponent: float = 0.73  # N_opt ~ C^0.73
+
+    def optimal_params(self, flops):
+        """Kaplan's compute-efficient (non-embedding) model size for a budget in FLOPs."""
+        return self.n_opt_per_pf_day * (np.asarray(flops, dtype=float) / 8.64e19) ** self.allocation_exponent
 
     def loss_n(self, n):
         return (self.n_c / np.asarray(n, dtype=float)) ** self.alpha_n

@@ -6,17 +6,28 @@ so the embedding stays small and every model size spends its parameters on trans
 Whole files are assigned to the held-out split by a hash of their path, so no file is in both.
 
 The model is chapter 1's :class:`course_utils.transformer.Llama`; training is AdamW with linear
-warm-up and cosine decay, seeded end to end, with token and FLOP accounting (C = 6 N D, with N the
-non-embedding parameters as in Kaplan et al.).
+warm-up and cosine decay, seeded end to end, with token and FLOP accounting: C = 6 N D with N every
+parameter, the (tied) embedding included, as Hoffmann et al. count it. With a 256-byte vocabulary
+the output layer is a large share of a tiny model's compute, so leaving it out (as Kaplan et al.
+did for large models) would make the small models look cheaper than they are.
+
+:func:`train_many` runs several configurations in worker processes, one thread each: tiny models
+are limited by per-operation overhead rather than arithmetic, so two single-threaded runs side by
+side finish about twice as fast as one after the other. Results do not depend on the number of
+workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
+import multiprocessing
 import sysconfig
 import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +36,10 @@ import torch.nn.functional as F
 
 from course_utils.transformer import Llama, LlamaConfig
 
-__all__ = ["Corpus", "TrainConfig", "TrainResult", "non_embedding_params", "stdlib_corpus", "train"]
+__all__ = [
+    "Corpus", "SourceFile", "TrainConfig", "TrainResult", "evaluate", "model_ladder", "stdlib_corpus", "stdlib_files",
+    "train", "train_many",
+]
 
 VOCAB = 256  # bytes
 
@@ -36,12 +50,31 @@ class Corpus:
     held_out: torch.Tensor  # (n_held_out,)
     files: int
 
+    @classmethod
+    def from_bytes(cls, train: bytes, held_out: bytes) -> Corpus:
+        """A corpus from raw text, e.g. a synthetic task or a deliberately duplicated training set."""
+        if len(train) < 2 or len(held_out) < 2:
+            raise ValueError("both splits need at least 2 bytes of text")
+        return cls(_tensor(train), _tensor(held_out), 0)
 
-@functools.lru_cache(maxsize=2)
-def stdlib_corpus(held_out_fraction: float = 0.05, max_bytes: int | None = None) -> Corpus:
-    """Every ``.py`` file of the standard library (tests excluded), split by file path hash."""
+
+def _tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # relative to the standard library's root
+    text: bytes
+    held_out: bool
+
+
+def stdlib_files(held_out_fraction: float = 0.05, max_bytes: int | None = None) -> list[SourceFile]:
+    """Every ``.py`` file of the standard library (tests excluded), assigned to a split by path hash."""
+    if not 0 < held_out_fraction < 1:
+        raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
     root = Path(sysconfig.get_paths()["stdlib"])
-    train_parts, held_parts, count, total = [], [], 0, 0
+    files, total = [], 0
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
         if rel.startswith(("test/", "idlelib/idle_test/", "site-packages/")) or "/tests/" in rel:
@@ -51,26 +84,32 @@ def stdlib_corpus(held_out_fraction: float = 0.05, max_bytes: int | None = None)
         except OSError:
             continue
         bucket = int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (held_parts if bucket < held_out_fraction else train_parts).append(data)
-        count += 1
+        files.append(SourceFile(rel, data, bucket < held_out_fraction))
         total += len(data)
         if max_bytes is not None and total >= max_bytes:
             break
-    as_tensor = lambda parts: torch.frombuffer(bytearray(b"".join(parts)), dtype=torch.uint8).clone()  # noqa: E731
-    return Corpus(as_tensor(train_parts), as_tensor(held_parts), count)
+    return files
+
+
+@functools.lru_cache(maxsize=2)
+def stdlib_corpus(held_out_fraction: float = 0.05, max_bytes: int | None = None) -> Corpus:
+    """The standard library's source as one training and one held-out byte stream (see stdlib_files)."""
+    files = stdlib_files(held_out_fraction, max_bytes)
+    return Corpus(_tensor(b"".join(f.text for f in files if not f.held_out)),
+                  _tensor(b"".join(f.text for f in files if f.held_out)), len(files))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dim: int = 64
+    dim: int = 32
     n_layers: int = 2
     n_heads: int = 4
-    n_kv_heads: int = 2
+    n_kv_heads: int = 4
     ffn_mult: float = 8 / 3  # SwiGLU width as a multiple of dim
-    seq_len: int = 128
-    batch_size: int = 16
+    seq_len: int = 64
+    batch_size: int = 8
     tokens: int = 200_000  # D: training tokens
-    lr: float = 3e-3
+    lr: float = 1e-2
     warmup_fraction: float = 0.05
     weight_decay: float = 0.1
     eval_tokens: int = 32_768
@@ -85,20 +124,35 @@ class TrainConfig:
     def steps(self) -> int:
         return max(1, self.tokens // (self.seq_len * self.batch_size))
 
+    @property
+    def n_params(self) -> int:
+        """Every parameter of the model this config builds, the tied embedding counted once."""
+        c = self.model_config()
+        per_layer = (c.dim * c.head_dim * (c.n_heads * 2 + c.n_kv_heads * 2)  # q, o and k, v projections
+                     + 3 * c.dim * c.ffn_dim + 2 * c.dim)  # SwiGLU MLP and two RMSNorm weights
+        return c.vocab_size * c.dim + c.n_layers * per_layer + c.dim
+
+    def with_budget(self, flops: float) -> TrainConfig:
+        """This model trained on D = C / (6 N) tokens: one point of an IsoFLOP curve."""
+        return dataclasses.replace(self, tokens=int(flops / (6 * self.n_params)))
+
+
+def model_ladder(dims: Sequence[int], n_layers: int = 2, head_dim: int = 8, **overrides) -> list[TrainConfig]:
+    """Configs of growing width with a fixed depth and head size (MHA), smallest first."""
+    return [TrainConfig(dim=d, n_layers=n_layers, n_heads=max(1, d // head_dim), n_kv_heads=max(1, d // head_dim),
+                        **overrides) for d in sorted(dims)]
+
 
 @dataclass
 class TrainResult:
     config: TrainConfig
-    n_params: int  # non-embedding
+    n_params: int  # all parameters, the tied embedding once
     tokens_seen: int
     flops: float  # 6 N D
     held_out_loss: float  # nats per byte
     seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)  # (tokens seen, training loss)
-
-
-def non_embedding_params(model: Llama) -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
+    model: Llama | None = field(default=None, repr=False, compare=False)  # the trained model, in eval mode
 
 
 def _batch(data: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -119,7 +173,7 @@ def evaluate(model: Llama, data: torch.Tensor, cfg: TrainConfig) -> float:
 
 
 def train(cfg: TrainConfig, corpus: Corpus | None = None, progress: bool = True) -> TrainResult:
-    """Train one tiny decoder from scratch; returns its held-out loss and training history."""
+    """Train one tiny decoder from scratch; returns its held-out loss, training history and the model."""
     if cfg.tokens < cfg.seq_len * cfg.batch_size:
         raise ValueError(f"tokens ({cfg.tokens}) must cover at least one batch ({cfg.seq_len * cfg.batch_size})")
     if not 0 <= cfg.warmup_fraction < 1:
@@ -131,7 +185,8 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None, progress: bool = True)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = Llama(cfg.model_config())
     model.init_weights()
-    n_params = non_embedding_params(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == cfg.n_params, "TrainConfig.n_params is out of step with the model code"
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -160,4 +215,42 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None, progress: bool = True)
     model.eval()
     tokens_seen = cfg.steps * tokens_per_step
     return TrainResult(cfg, n_params, tokens_seen, 6.0 * n_params * tokens_seen,
-                       evaluate(model, corpus.held_out, cfg), time.perf_counter() - start, history)
+                       evaluate(model, corpus.held_out, cfg), time.perf_counter() - start, history, model)
+
+
+def _train_one_thread(cfg: TrainConfig, corpus: Corpus | None) -> TrainResult:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(cfg, corpus, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_many(configs: Sequence[TrainConfig], corpus: Corpus | None = None, workers: int = 2,
+               progress: bool = True) -> list[TrainResult]:
+    """Train every config (each on one thread) in ``workers`` processes; results in input order.
+
+    The largest runs start first so the workers finish together. ``workers=1`` trains in this
+    process and gives identical results.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    from tqdm.auto import tqdm
+
+    configs = list(configs)
+    order = sorted(range(len(configs)), key=lambda i: -configs[i].tokens * configs[i].n_params)
+    results: list[TrainResult | None] = [None] * len(configs)
+    bar = tqdm(total=len(configs), desc="training runs", disable=not progress)
+    if workers == 1:
+        for i in order:
+            results[i] = _train_one_thread(configs[i], corpus)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one_thread, configs[i], corpus): i for i in order}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+    bar.close()
+    return results

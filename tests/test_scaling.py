@@ -8,7 +8,7 @@ import pytest
 from scipy import optimize
 
 from course_utils import scaling
-from course_utils.scaling import CHINCHILLA_TABLE3, EPOCH, HOFFMANN, compute_optimal, fit_chinchilla
+from course_utils.scaling import CHINCHILLA_TABLE3, EPOCH, HOFFMANN, KAPLAN, compute_optimal, fit_chinchilla
 
 EPOCH_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinchilla_svg_extracted.csv"
 
@@ -93,6 +93,11 @@ def test_kaplan_laws_agree_with_each_other_in_their_limits():
     k = scaling.KAPLAN
     assert float(k.loss(1e9, 1e30)) == pytest.approx(float(k.loss_n(1e9)), rel=1e-6)  # data unlimited
     assert float(k.loss_n(1e9)) > float(k.loss_n(1e10))
+
+
+def test_kaplan_allocation_grows_as_c_to_the_0_73():
+    assert KAPLAN.optimal_params(8.64e19) == pytest.approx(1.3e9)  # 1 PF-day
+    assert KAPLAN.optimal_params(8.64e21) / KAPLAN.optimal_params(8.64e19) == pytest.approx(100**0.73)
 
 
 def test_bad_input_is_explained():
