@@ -20,7 +20,7 @@ from datasketch import MinHash, MinHashLSH
 
 __all__ = [
     "Contamination", "NearDuplicate", "QualityRule", "GOPHER_RULES", "contamination", "deduplicate", "jaccard",
-    "minhash", "near_duplicates", "quality_failures", "quality_signals", "shingles", "words",
+    "keep_one_per_group", "minhash", "near_duplicates", "quality_failures", "quality_signals", "shingles", "words",
 ]
 
 _WORD = re.compile(r"\w+")
@@ -88,7 +88,12 @@ def near_duplicates(docs: Sequence[str], threshold: float = 0.8, n: int = 5,
 
 def deduplicate(docs: Sequence[str], threshold: float = 0.8, n: int = 5, num_perm: int = 128) -> list[int]:
     """Indices of the documents to keep: the first of every group of near duplicates."""
-    parent = list(range(len(docs)))
+    return keep_one_per_group(len(docs), near_duplicates(docs, threshold, n, num_perm))
+
+
+def keep_one_per_group(n_docs: int, pairs: Sequence[NearDuplicate]) -> list[int]:
+    """Indices to keep when ``pairs`` link near duplicates: the lowest index of every connected group."""
+    parent = list(range(n_docs))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -96,10 +101,10 @@ def deduplicate(docs: Sequence[str], threshold: float = 0.8, n: int = 5, num_per
             i = parent[i]
         return i
 
-    for pair in near_duplicates(docs, threshold, n, num_perm):
+    for pair in pairs:
         a, b = root(pair.first), root(pair.second)
         parent[max(a, b)] = min(a, b)
-    return [i for i in range(len(docs)) if root(i) == i]
+    return [i for i in range(n_docs) if root(i) == i]
 
 
 # --- quality heuristics -------------------------------------------------------------------------

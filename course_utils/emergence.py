@@ -58,13 +58,13 @@ class AdditionTask:
 
 
 @torch.no_grad()
-def score_answers(model: torch.nn.Module, problems: list[tuple[str, str]]) -> dict[str, float]:
+def score_answers(model: torch.nn.Module, problems: list[tuple[str, str]]) -> dict[str, float | list[float]]:
     """Greedy scoring of a byte-level model on (prompt, answer) pairs of fixed lengths.
 
     Each answer position is predicted from the prompt and the *correct* earlier answer digits
-    (teacher forcing). ``digit_accuracy`` is the share of answer digits predicted right; an answer
-    counts for ``exact_match`` when all its digits are, which is exactly when greedy decoding
-    would write the whole answer correctly.
+    (teacher forcing). ``digit_accuracy`` is the share of answer digits predicted right,
+    ``position_accuracy`` the same per answer position; an answer counts for ``exact_match`` when
+    all its digits are right, which is exactly when greedy decoding would write it correctly.
     """
     if not problems or len({(len(q), len(a)) for q, a in problems}) != 1:
         raise ValueError("problems must be non-empty and share one prompt length and one answer length")
@@ -75,4 +75,5 @@ def score_answers(model: torch.nn.Module, problems: list[tuple[str, str]]) -> di
     first = prompt_len  # logits at position i predict byte i + 1; answer byte j is at 1 + P + j
     predicted = logits[:, first:first + answer_len].argmax(-1)  # (B, A)
     correct = predicted == ids[:, first + 1:first + 1 + answer_len]
-    return {"digit_accuracy": float(correct.float().mean()), "exact_match": float(correct.all(-1).float().mean())}
+    return {"digit_accuracy": float(correct.float().mean()), "exact_match": float(correct.all(-1).float().mean()),
+            "position_accuracy": correct.float().mean(0).tolist()}

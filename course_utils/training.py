@@ -19,6 +19,7 @@ workers.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import hashlib
@@ -190,7 +191,8 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None, progress: bool = True)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                            fused=True)  # one kernel per step instead of one per tensor: tiny models are overhead-bound
     warmup = max(1, int(cfg.warmup_fraction * cfg.steps))
 
     def lr_at(step: int) -> float:
@@ -227,30 +229,43 @@ def _train_one_thread(cfg: TrainConfig, corpus: Corpus | None) -> TrainResult:
         torch.set_num_threads(threads)
 
 
-def train_many(configs: Sequence[TrainConfig], corpus: Corpus | None = None, workers: int = 2,
+def train_many(configs: Sequence[TrainConfig], corpus: Corpus | Sequence[Corpus] | None = None, workers: int = 2,
                progress: bool = True) -> list[TrainResult]:
     """Train every config (each on one thread) in ``workers`` processes; results in input order.
 
-    The largest runs start first so the workers finish together. ``workers=1`` trains in this
-    process and gives identical results.
+    ``corpus`` is one corpus for all runs or one per config. The runs with the most steps start
+    first (tiny models take about the same time per step) so the workers finish together. The
+    worker processes stay up for the next call. ``workers=1`` trains in this process and gives
+    identical results.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     from tqdm.auto import tqdm
 
     configs = list(configs)
-    order = sorted(range(len(configs)), key=lambda i: -configs[i].tokens * configs[i].n_params)
+    corpora = list(corpus) if isinstance(corpus, Sequence) else [corpus] * len(configs)
+    if len(corpora) != len(configs):
+        raise ValueError(f"got {len(corpora)} corpora for {len(configs)} configs; pass one, or one per config")
+    order = sorted(range(len(configs)), key=lambda i: -configs[i].steps)
     results: list[TrainResult | None] = [None] * len(configs)
     bar = tqdm(total=len(configs), desc="training runs", disable=not progress)
     if workers == 1:
         for i in order:
-            results[i] = _train_one_thread(configs[i], corpus)
+            results[i] = _train_one_thread(configs[i], corpora[i])
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_train_one_thread, configs[i], corpus): i for i in order}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.update()
+        pool = _pool(workers)
+        futures = {pool.submit(_train_one_thread, configs[i], corpora[i]): i for i in order}
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update()
     bar.close()
     return results
+
+
+@functools.lru_cache(maxsize=1)
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes kept for the next call: starting one costs seconds (it imports torch)."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    atexit.register(pool.shutdown, cancel_futures=True)
+    return pool

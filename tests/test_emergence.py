@@ -51,10 +51,11 @@ class _Oracle(torch.nn.Module):
 def test_scorer_counts_digits_and_whole_answers():
     problems = [("12+34=", "046"), ("50+50=", "100")]
     texts = [b"\n" + (q + a).encode() for q, a in problems]
-    assert score_answers(_Oracle(texts, set()), problems) == {"digit_accuracy": 1.0, "exact_match": 1.0}
+    assert score_answers(_Oracle(texts, set()), problems) == {"digit_accuracy": 1.0, "exact_match": 1.0,
+                                                              "position_accuracy": [1.0, 1.0, 1.0]}
     # position 6 predicts the first answer digit (text index 7); a mistake there costs one digit of six
     scores = score_answers(_Oracle(texts, {(0, 6)}), problems)
-    assert scores == {"digit_accuracy": pytest.approx(5 / 6), "exact_match": 0.5}
+    assert scores == {"digit_accuracy": pytest.approx(5 / 6), "exact_match": 0.5, "position_accuracy": [0.5, 1.0, 1.0]}
     assert score_answers(_Oracle(texts, {(0, 5)}), problems)["exact_match"] == 1.0  # prompt errors do not count
     with pytest.raises(ValueError, match="one answer length"):
         score_answers(_Oracle(texts, set()), [("1+1=", "2"), ("10+10=", "20")])
