@@ -164,18 +164,26 @@ def option_logprobs(model, tokenizer, prompt: str, options: Sequence[str]) -> li
     This is how evaluation harnesses score MMLU-style questions without generating: the option
     with the highest total log-probability is the model's answer. The prompt is tokenised once
     and each option's tokens are appended, so the prompt's tokens are identical for all options.
+    One forward pass over the prompt scores every single-token option; longer options take one
+    more pass each.
     """
     if not options:
         raise ValueError("options must not be empty")
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    option_ids = [tokenizer(option, add_special_tokens=False)["input_ids"] for option in options]
+    if not prompt_ids or not all(option_ids):
+        raise ValueError("the prompt and every option must have at least one token")
+
+    def log_softmax_at(ids: list[int], first: int) -> torch.Tensor:
+        out = model(torch.tensor([ids], device=model.device))
+        return torch.log_softmax(getattr(out, "logits", out)[0, first:].float(), dim=-1)  # (T - first, V)
+
+    after_prompt = log_softmax_at(prompt_ids, len(prompt_ids) - 1)[0]  # (V,): the next token's distribution
     scores = []
-    for option in options:
-        option_ids = tokenizer(option, add_special_tokens=False)["input_ids"]
-        if not option_ids:
-            raise ValueError(f"option {option!r} has no tokens")
-        ids = torch.tensor([prompt_ids + option_ids], device=model.device)  # (1, P + O)
-        out = model(ids)
-        logits = getattr(out, "logits", out)[0, len(prompt_ids) - 1:-1].float()  # (O, V): predicts each option token
-        logp = torch.log_softmax(logits, dim=-1)
-        scores.append(float(logp[torch.arange(len(option_ids)), torch.tensor(option_ids, device=logp.device)].sum()))
+    for ids in option_ids:
+        if len(ids) == 1:
+            scores.append(float(after_prompt[ids[0]]))
+            continue
+        logp = log_softmax_at(prompt_ids + ids, len(prompt_ids) - 1)[:-1]  # (O, V): predicts each option token
+        scores.append(float(logp[torch.arange(len(ids)), torch.tensor(ids, device=logp.device)].sum()))
     return scores

@@ -27,7 +27,7 @@ import math
 import multiprocessing
 import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +154,7 @@ class TrainResult:
     seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)  # (tokens seen, training loss)
     model: Llama | None = field(default=None, repr=False, compare=False)  # the trained model, in eval mode
+    probes: list[tuple[int, dict]] = field(default_factory=list, repr=False)  # (tokens seen, probe(model))
 
 
 def _batch(data: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -173,8 +174,14 @@ def evaluate(model: Llama, data: torch.Tensor, cfg: TrainConfig) -> float:
     return sum(losses) / n_windows
 
 
-def train(cfg: TrainConfig, corpus: Corpus | None = None, progress: bool = True) -> TrainResult:
-    """Train one tiny decoder from scratch; returns its held-out loss, training history and the model."""
+def train(cfg: TrainConfig, corpus: Corpus | None = None, progress: bool = True,
+          probe: Callable[[Llama], dict] | None = None, probe_points: int = 20) -> TrainResult:
+    """Train one tiny decoder from scratch; returns its held-out loss, training history and the model.
+
+    ``probe``, if given, is called with the model before training and at ``probe_points`` evenly
+    spaced steps (under ``torch.no_grad``); its results land in ``TrainResult.probes``. Use it to
+    watch something change during training, such as in-context learning appearing.
+    """
     if cfg.tokens < cfg.seq_len * cfg.batch_size:
         raise ValueError(f"tokens ({cfg.tokens}) must cover at least one batch ({cfg.seq_len * cfg.batch_size})")
     if not 0 <= cfg.warmup_fraction < 1:
@@ -201,8 +208,12 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None, progress: bool = True)
         progress_frac = (step - warmup) / max(1, cfg.steps - warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac)))  # decays to 10%
 
-    history, start = [], time.perf_counter()
+    history, probes, start = [], [], time.perf_counter()
     tokens_per_step = cfg.seq_len * cfg.batch_size
+    probe_at = {round(i * cfg.steps / probe_points) for i in range(1, probe_points + 1)} if probe else set()
+    if probe:
+        with torch.no_grad():
+            probes.append((0, probe(model)))
     for step in tqdm(range(cfg.steps), desc=f"N={n_params:,}", disable=not progress, leave=False):
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
@@ -214,10 +225,13 @@ def train(cfg: TrainConfig, corpus: Corpus | None = None, progress: bool = True)
         opt.step()
         if step % max(1, cfg.steps // 50) == 0 or step == cfg.steps - 1:
             history.append(((step + 1) * tokens_per_step, loss.item()))
+        if step + 1 in probe_at:
+            with torch.no_grad():
+                probes.append(((step + 1) * tokens_per_step, probe(model)))
     model.eval()
     tokens_seen = cfg.steps * tokens_per_step
     return TrainResult(cfg, n_params, tokens_seen, 6.0 * n_params * tokens_seen,
-                       evaluate(model, corpus.held_out, cfg), time.perf_counter() - start, history, model)
+                       evaluate(model, corpus.held_out, cfg), time.perf_counter() - start, history, model, probes)
 
 
 def _train_one_thread(cfg: TrainConfig, corpus: Corpus | None) -> TrainResult:
