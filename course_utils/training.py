@@ -13,8 +13,8 @@ did for large models) would make the small models look cheaper than they are.
 
 :func:`train_many` runs several configurations in worker processes, one thread each: tiny models
 are limited by per-operation overhead rather than arithmetic, so two single-threaded runs side by
-side finish about twice as fast as one after the other. Results do not depend on the number of
-workers.
+side finish sooner than one after the other with two threads each (benchmarks/training_bench.py
+measures by how much). Results do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -247,10 +247,10 @@ def train_many(configs: Sequence[TrainConfig], corpus: Corpus | Sequence[Corpus]
                progress: bool = True) -> list[TrainResult]:
     """Train every config (each on one thread) in ``workers`` processes; results in input order.
 
-    ``corpus`` is one corpus for all runs or one per config. The runs with the most steps start
-    first (tiny models take about the same time per step) so the workers finish together. The
-    worker processes stay up for the next call. ``workers=1`` trains in this process and gives
-    identical results.
+    ``corpus`` is one corpus for all runs or one per config. The longest runs start first so the
+    workers finish together (a step of a tiny model costs a fixed overhead, worth about 30K
+    parameters, plus a part proportional to its size). The worker processes stay up for the next
+    call. ``workers=1`` trains in this process and gives identical results.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -260,7 +260,7 @@ def train_many(configs: Sequence[TrainConfig], corpus: Corpus | Sequence[Corpus]
     corpora = list(corpus) if isinstance(corpus, Sequence) else [corpus] * len(configs)
     if len(corpora) != len(configs):
         raise ValueError(f"got {len(corpora)} corpora for {len(configs)} configs; pass one, or one per config")
-    order = sorted(range(len(configs)), key=lambda i: -configs[i].steps)
+    order = sorted(range(len(configs)), key=lambda i: -configs[i].steps * (configs[i].n_params + 30_000))
     results: list[TrainResult | None] = [None] * len(configs)
     bar = tqdm(total=len(configs), desc="training runs", disable=not progress)
     if workers == 1:
