@@ -25,6 +25,7 @@ import functools
 import hashlib
 import math
 import multiprocessing
+import signal
 import sysconfig
 import time
 from collections.abc import Callable, Sequence
@@ -270,16 +271,26 @@ def train_many(configs: Sequence[TrainConfig], corpus: Corpus | Sequence[Corpus]
     else:
         pool = _pool(workers)
         futures = {pool.submit(_train_one_thread, configs[i], corpora[i]): i for i in order}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            bar.update()
+        try:
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+        except KeyboardInterrupt:  # runs not yet started are dropped; the running ones finish
+            for future in futures:
+                future.cancel()
+            raise
     bar.close()
     return results
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C (and a Jupyter kernel's interrupt) to the parent, which shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @functools.lru_cache(maxsize=1)
 def _pool(workers: int) -> ProcessPoolExecutor:
     """Worker processes kept for the next call: starting one costs seconds (it imports torch)."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts)
     atexit.register(pool.shutdown, cancel_futures=True)
     return pool
