@@ -37,9 +37,9 @@ def episodes(count: int, lengths: tuple[int, int], seed: int, alphabet: str = AL
     return "".join(parts).encode()
 
 
-def probe_batch(half: int, n: int = 64, seed: int = 12345) -> torch.Tensor:
+def probe_batch(half: int, n: int = 64, seed: int = 12345, alphabet: str = ALPHABET) -> torch.Tensor:
     """(n, 2 * half) byte ids: held-out episodes of one length, each starting at position 0."""
-    data = episodes(n, (half, half), seed)
+    data = episodes(n, (half, half), seed, alphabet)
     return torch.tensor(list(data), dtype=torch.long).view(n, 2 * half)
 
 
