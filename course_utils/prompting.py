@@ -23,11 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "Example", "ZERO_SHOT_COT", "corrupt_labels", "extract_code", "extract_number", "few_shot_messages",
-    "majority_vote", "order_examples", "run_program", "select_examples",
+    "CONTENT_FREE", "Example", "ZERO_SHOT_COT", "contextual_calibration", "corrupt_labels", "extract_code",
+    "extract_number", "few_shot_messages", "majority_vote", "order_examples", "run_program", "select_examples",
 ]
 
 ZERO_SHOT_COT = "Let's think step by step."
+CONTENT_FREE = "N/A"  # the content-free input of Zhao et al. (2021)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,23 @@ def corrupt_labels(examples: Sequence[Example], fraction: float, labels: Sequenc
         wrong = [label for label in labels if label != out[i].output]
         out[i] = Example(out[i].input, rng.choice(wrong))
     return out
+
+
+def contextual_calibration(option_logprobs: Sequence[float], content_free_logprobs: Sequence[float]) -> list[float]:
+    """Calibrated label probabilities (Zhao et al. 2021, "Calibrate before use").
+
+    A few-shot prompt biases a model toward some labels (the last example's, the most frequent
+    one) whatever the query. Score the options once for the real query and once for a
+    content-free one (:data:`CONTENT_FREE`) under the *same* prompt; dividing each option's
+    probability by its content-free probability and renormalising removes the prompt's own bias.
+    Both arguments are log-probabilities of the same options; the result sums to 1.
+    """
+    if len(option_logprobs) != len(content_free_logprobs) or len(option_logprobs) == 0:
+        raise ValueError("need one score per option in both lists, and at least one option")
+    p = np.exp(np.asarray(option_logprobs, dtype=float) - np.max(option_logprobs))
+    q = np.exp(np.asarray(content_free_logprobs, dtype=float) - np.max(content_free_logprobs))
+    w = (p / p.sum()) / (q / q.sum())
+    return (w / w.sum()).tolist()
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from course_utils.prompting import (
+    CONTENT_FREE,
     ZERO_SHOT_COT,
     Example,
+    contextual_calibration,
     corrupt_labels,
     extract_code,
     extract_number,
@@ -99,3 +101,18 @@ def test_program_of_thought_runs_in_the_sandbox():
     assert value is None and "PermissionError" in status
     value, status = run_program("while True:\n    pass", timeout_s=1)
     assert value is None and "timed out" in status
+
+
+def test_contextual_calibration_removes_a_prompt_bias():
+    log = np.log
+    # the prompt alone pushes 90:10 toward the first label; a query scored 90:10 is therefore neutral
+    assert contextual_calibration(log([0.9, 0.1]), log([0.9, 0.1])) == pytest.approx([0.5, 0.5])
+    # a query the model scores 60:40 under that bias really leans to the second label
+    calibrated = contextual_calibration(log([0.6, 0.4]), log([0.9, 0.1]))
+    assert calibrated == pytest.approx([0.6 / 0.9 / (0.6 / 0.9 + 0.4 / 0.1), 0.4 / 0.1 / (0.6 / 0.9 + 0.4 / 0.1)])
+    assert calibrated[1] > calibrated[0] and sum(calibrated) == pytest.approx(1.0)
+    # no bias: unchanged, up to normalisation over the options
+    assert contextual_calibration(log([0.3, 0.2]), [0.0, 0.0]) == pytest.approx([0.6, 0.4])
+    assert CONTENT_FREE == "N/A"
+    with pytest.raises(ValueError, match="one score per option"):
+        contextual_calibration([0.0], [0.0, 1.0])
