@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import uuid
@@ -357,8 +358,6 @@ def run_python(source: str, timeout_s: float = 5.0, memory_bytes: int = 512 << 2
     A timeout, an exception or the memory cap comes back as ``error`` (the last line of the
     traceback, or the timeout); nothing the program does can crash the caller.
     """
-    import tempfile
-
     if not isinstance(source, str):
         raise TypeError(f"source must be a str of Python code, got {type(source).__name__}")
     limits = Limits(cell_timeout_s=timeout_s, wall_timeout_s=timeout_s, memory_bytes=memory_bytes, max_processes=8)

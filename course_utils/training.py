@@ -71,8 +71,12 @@ class SourceFile:
     held_out: bool
 
 
-def stdlib_files(held_out_fraction: float = 0.05, max_bytes: int | None = None) -> list[SourceFile]:
-    """Every ``.py`` file of the standard library (tests excluded), assigned to a split by path hash."""
+@functools.lru_cache(maxsize=2)
+def stdlib_files(held_out_fraction: float = 0.05, max_bytes: int | None = None) -> tuple[SourceFile, ...]:
+    """Every ``.py`` file of the standard library (tests excluded), assigned to a split by path hash.
+
+    Read once per process: the corpus and the data-quality experiments share it.
+    """
     if not 0 < held_out_fraction < 1:
         raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}")
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -90,7 +94,7 @@ def stdlib_files(held_out_fraction: float = 0.05, max_bytes: int | None = None) 
         total += len(data)
         if max_bytes is not None and total >= max_bytes:
             break
-    return files
+    return tuple(files)
 
 
 @functools.lru_cache(maxsize=2)
