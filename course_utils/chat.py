@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["Completion", "chat_inputs", "generate"]
+__all__ = ["Completion", "chat_inputs", "generate", "generate_batch"]
 
 Messages = list[dict[str, str]]
 
@@ -50,6 +50,21 @@ def chat_inputs(tokenizer, messages: Messages | str) -> dict[str, torch.Tensor]:
                                               return_dict=True))
 
 
+def _left_padded(tokenizer, prompts: list[Messages | str], chat: bool, device) -> dict[str, torch.Tensor]:
+    """Token ids of several prompts, left-padded to one length: (P, T) ids and attention mask.
+
+    Padding goes on the left so that every prompt ends at the last column, where generation
+    continues; the mask hides the padding and transformers derives positions from the mask.
+    """
+    rows = [chat_inputs(tokenizer, p)["input_ids"][0].tolist() if chat
+            else tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 @torch.inference_mode()
 def generate(
     model,
@@ -64,10 +79,32 @@ def generate(
     seed: int | None = None,
     chat: bool = True,
 ) -> list[Completion]:
-    """Generate ``n`` completions of one prompt.
+    """Generate ``n`` completions of one prompt; the arguments are those of :func:`generate_batch`."""
+    return generate_batch(model, tokenizer, [prompt], n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_p=top_p, top_k=top_k, seed=seed, chat=chat)[0]
+
+
+@torch.inference_mode()
+def generate_batch(
+    model,
+    tokenizer,
+    prompts: list[Messages | str],
+    *,
+    n: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+    chat: bool = True,
+) -> list[list[Completion]]:
+    """Generate ``n`` completions for each of several prompts in one batch; one list per prompt.
+
+    Decoding one token reads every weight once whatever the batch size, so on a CPU (and on a
+    GPU at small batches) eight prompts cost little more than one: batch what you can.
 
     Args:
-        prompt: messages (or a user string) for the chat template, or raw text if ``chat=False``.
+        prompts: each is messages (or a user string) for the chat template, or raw text if ``chat=False``.
         temperature: 0 means greedy decoding (then ``n`` copies would be identical, so ``n``
             must be 1); otherwise logits are divided by it before sampling.
         top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches p.
@@ -76,6 +113,8 @@ def generate(
     """
     if n < 1 or max_new_tokens < 1:
         raise ValueError(f"n and max_new_tokens must be >= 1, got n={n}, max_new_tokens={max_new_tokens}")
+    if not prompts:
+        raise ValueError("prompts must not be empty")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
@@ -85,11 +124,7 @@ def generate(
     greedy = temperature == 0
     if greedy and n > 1:
         raise ValueError("greedy decoding (temperature=0) is deterministic: use n=1 or a temperature > 0")
-    if chat:
-        inputs = chat_inputs(tokenizer, prompt)
-    else:
-        inputs = dict(tokenizer(prompt, return_tensors="pt"))
-    inputs = {k: v.to(model.device) for k, v in inputs.items()}
+    inputs = _left_padded(tokenizer, list(prompts), chat, model.device)
     if seed is not None:
         torch.manual_seed(seed)
     sampling = {} if greedy else dict(temperature=temperature, top_p=top_p, top_k=top_k)
@@ -108,4 +143,4 @@ def generate(
             token_ids=ids,
             finish_reason="length" if stop is None else "stop",
         ))
-    return completions
+    return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]

@@ -1,6 +1,6 @@
 import pytest
 
-from course_utils.chat import chat_inputs, generate
+from course_utils.chat import chat_inputs, generate, generate_batch
 from course_utils.evaluation import distinct_n, late_window_perplexity
 
 
@@ -19,6 +19,20 @@ def test_greedy_is_deterministic_and_sampling_is_seeded(smollm2):
     s1 = generate(model, tokenizer, "Name a colour.", n=3, temperature=1.0, max_new_tokens=8, seed=3)
     s2 = generate(model, tokenizer, "Name a colour.", n=3, temperature=1.0, max_new_tokens=8, seed=3)
     assert [c.token_ids for c in s1] == [c.token_ids for c in s2]
+
+
+def test_a_left_padded_batch_decodes_like_one_prompt_at_a_time(smollm2):
+    model, tokenizer = smollm2
+    prompts = ["Name a colour.", "What is the capital of France? Answer in one word, please.", "Count to five."]
+    batched = generate_batch(model, tokenizer, prompts, max_new_tokens=12)
+    assert [len(group) for group in batched] == [1, 1, 1]
+    for prompt, [completion] in zip(prompts, batched):
+        [alone] = generate(model, tokenizer, prompt, max_new_tokens=12)
+        assert completion.token_ids == alone.token_ids
+    sampled = generate_batch(model, tokenizer, prompts[:2], n=3, temperature=1.0, max_new_tokens=4, seed=0)
+    assert [len(group) for group in sampled] == [3, 3]
+    with pytest.raises(ValueError, match="prompts"):
+        generate_batch(model, tokenizer, [])
 
 
 def test_finish_reason_and_length_cap(smollm2):
