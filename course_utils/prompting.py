@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "CONTENT_FREE", "Example", "ZERO_SHOT_COT", "contextual_calibration", "corrupt_labels", "extract_code",
+    "CONTENT_FREE", "Example", "ZERO_SHOT_COT", "cached_embed", "contextual_calibration", "corrupt_labels", "extract_code",
     "extract_number", "few_shot_messages", "majority_vote", "order_examples", "run_program", "select_examples",
 ]
 
@@ -45,6 +45,23 @@ def few_shot_messages(examples: Sequence[Example], query: str, instruction: str 
     for ex in examples:
         messages += [{"role": "user", "content": ex.input}, {"role": "assistant", "content": ex.output}]
     return messages + [{"role": "user", "content": query}]
+
+
+def cached_embed(embed: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
+    """``embed`` with a memory: each distinct text is embedded once, however many calls repeat it.
+
+    Dynamic selection embeds the whole pool for every query; wrapped, the pool is embedded on
+    the first query only. Returns (n, d) arrays like ``embed``.
+    """
+    cache: dict[str, np.ndarray] = {}
+
+    def embed_once(texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:
+            cache.update(zip(missing, np.asarray(embed(missing))))
+        return np.stack([cache[t] for t in texts])
+
+    return embed_once
 
 
 def select_examples(pool: Sequence[Example], query: str, k: int, strategy: str = "static",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from course_utils.evaluation import bradley_terry, humaneval_passes, humaneval_problems, option_logprobs, pass_at_k
+from course_utils.evaluation import (bradley_terry, choice_from_text, exact_match, humaneval_passes, humaneval_problems,
+                                     mmlu_prompt, option_logprobs, pass_at_k, truncate_completion)
 
 TRUE = {"small": 900.0, "medium": 1000.0, "large": 1100.0, "frontier": 1250.0}
 
@@ -113,3 +114,34 @@ def test_option_logprobs_equal_the_models_own_loss(smollm2):
     assert max(range(3), key=scores.__getitem__) == 0  # the model knows this one
     with pytest.raises(ValueError, match="options"):
         option_logprobs(model, tokenizer, prompt, [])
+
+
+def test_mmlu_prompt_letters_the_choices_and_ends_with_answer():
+    prompt = mmlu_prompt("Which planet is largest?", ["Mars", "Jupiter", "Venus"], "astronomy")
+    assert prompt == ("The following is a multiple choice question about astronomy.\n\n"
+                      "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nAnswer:")
+    with pytest.raises(ValueError, match="choices"):
+        mmlu_prompt("Q?", ["only one"])
+
+
+@pytest.mark.parametrize("text, letter", [
+    ("B", "B"), (" (C) Venus", "C"), ("The answer is D.", "D"), ("Because A is wrong, the answer is B", "B"),
+    ("Because of gravity", None), ("E. none of these", None), ("a lowercase a", None), ("Answer: A", "A"),
+])
+def test_choice_from_text(text, letter):
+    assert choice_from_text(text) == letter
+
+
+def test_exact_match_ignores_case_punctuation_and_articles():
+    assert exact_match("The Eiffel Tower.", "eiffel  tower")
+    assert exact_match("42", "42")
+    assert not exact_match("42", "24")
+    assert not exact_match("Paris, France", "Paris")
+
+
+def test_truncate_completion_cuts_at_the_first_new_top_level_statement():
+    body = "    return x + 1\n"
+    assert truncate_completion(body + "\ndef other():\n    pass\n") == body
+    assert truncate_completion(body + "\nprint(f(1))\n#x\n") == body
+    assert truncate_completion(body) == body
+    assert truncate_completion("    y = 1\n    # a comment inside stays\n    return y").endswith("return y")

@@ -7,6 +7,7 @@ from course_utils.prompting import (
     CONTENT_FREE,
     ZERO_SHOT_COT,
     Example,
+    cached_embed,
     contextual_calibration,
     corrupt_labels,
     extract_code,
@@ -45,6 +46,22 @@ def test_dynamic_selection_returns_the_true_nearest_neighbours():
     similarity = cos_sim(vectors[:1], vectors[1:])[0].numpy()
     assert chosen == [POOL[i] for i in np.argsort(-similarity)[:3]]
     assert chosen[0] == POOL[2]  # the restaurant complaint
+
+
+def test_cached_embed_embeds_each_text_once_and_returns_the_same_vectors():
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return np.array([[len(t), t.count("e")] for t in texts], dtype=float)
+
+    cached = cached_embed(embed)
+    first = cached(["a cat", "the eel", "a cat"])
+    assert np.array_equal(first, embed(["a cat", "the eel", "a cat"]))
+    calls.clear()
+    again = cached(["the eel", "new text", "a cat"])
+    assert calls == [["new text"]]
+    assert np.array_equal(again, embed(["the eel", "new text", "a cat"]))
 
 
 def test_static_and_random_selection_and_bad_arguments():
