@@ -8,6 +8,7 @@ Here ``top_k`` is off (0) unless you ask for it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -65,6 +66,14 @@ def _left_padded(tokenizer, prompts: list[Messages | str], chat: bool, device) -
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def _tokens_covering(tokenizer, ids: list[int], n_chars: int) -> list[int]:
+    """The shortest prefix of ``ids`` whose decoded text reaches ``n_chars`` characters."""
+    for i in range(len(ids) + 1):
+        if len(tokenizer.decode(ids[:i], skip_special_tokens=True)) >= n_chars:
+            return ids[:i]
+    return ids
+
+
 @torch.inference_mode()
 def generate(
     model,
@@ -78,10 +87,11 @@ def generate(
     top_k: int = 0,
     seed: int | None = None,
     chat: bool = True,
+    stop: Sequence[str] = (),
 ) -> list[Completion]:
     """Generate ``n`` completions of one prompt; the arguments are those of :func:`generate_batch`."""
     return generate_batch(model, tokenizer, [prompt], n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_p=top_p, top_k=top_k, seed=seed, chat=chat)[0]
+                          top_p=top_p, top_k=top_k, seed=seed, chat=chat, stop=stop)[0]
 
 
 @torch.inference_mode()
@@ -97,6 +107,7 @@ def generate_batch(
     top_k: int = 0,
     seed: int | None = None,
     chat: bool = True,
+    stop: Sequence[str] = (),
 ) -> list[list[Completion]]:
     """Generate ``n`` completions for each of several prompts in one batch; one list per prompt.
 
@@ -110,9 +121,13 @@ def generate_batch(
         top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches p.
         top_k: keep only the k most likely tokens; 0 disables it.
         seed: seeds torch's generator first, so a call is repeatable.
+        stop: strings that end a completion, as in OpenAI's API: generation halts once one
+            appears and the returned text ends just before it (``finish_reason`` "stop").
     """
     if n < 1 or max_new_tokens < 1:
         raise ValueError(f"n and max_new_tokens must be >= 1, got n={n}, max_new_tokens={max_new_tokens}")
+    if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
+        raise ValueError("stop must be a list of non-empty strings")
     if not prompts:
         raise ValueError("prompts must not be empty")
     if temperature < 0:
@@ -128,19 +143,22 @@ def generate_batch(
     if seed is not None:
         torch.manual_seed(seed)
     sampling = {} if greedy else dict(temperature=temperature, top_p=top_p, top_k=top_k)
+    stopping = dict(stop_strings=list(stop), tokenizer=tokenizer) if stop else {}
     out = model.generate(
         **inputs, do_sample=not greedy, max_new_tokens=max_new_tokens, num_return_sequences=n,
-        pad_token_id=tokenizer.pad_token_id, **sampling,
+        pad_token_id=tokenizer.pad_token_id, **sampling, **stopping,
     )
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
     completions = []
     for row in out[:, inputs["input_ids"].shape[1]:].tolist():
-        stop = next((i for i, t in enumerate(row) if t in eos_ids), None)
-        ids = row if stop is None else row[:stop]
-        completions.append(Completion(
-            text=tokenizer.decode(ids, skip_special_tokens=True),
-            token_ids=ids,
-            finish_reason="length" if stop is None else "stop",
-        ))
+        end = next((i for i, t in enumerate(row) if t in eos_ids), None)
+        ids = row if end is None else row[:end]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=None)
+        if cut is not None:
+            text = text[:cut]
+            ids = _tokens_covering(tokenizer, ids, cut)
+        completions.append(Completion(text=text, token_ids=ids,
+                                      finish_reason="length" if end is None and cut is None else "stop"))
     return [completions[i * n:(i + 1) * n] for i in range(len(prompts))]

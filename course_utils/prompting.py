@@ -168,11 +168,15 @@ def majority_vote(answers: Sequence[Hashable | None]) -> Hashable | None:
     return next(a for a in answers if a is not None and counts[a] == best)
 
 
-_CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S)
+_CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
 
 
 def extract_code(text: str) -> str | None:
-    """The first fenced code block of a model's answer (``` or ```python), or None."""
+    """The first fenced code block of a model's answer (``` or ```python), or None.
+
+    A block whose closing fence is missing (the answer was cut by a length limit or a stop
+    string) runs to the end of the text.
+    """
     match = _CODE_BLOCK.search(text)
     return match.group(1) if match else None
 

@@ -35,6 +35,17 @@ def test_a_left_padded_batch_decodes_like_one_prompt_at_a_time(smollm2):
         generate_batch(model, tokenizer, [])
 
 
+def test_stop_strings_end_the_completion_before_them(smollm2):
+    model, tokenizer = smollm2
+    [full] = generate(model, tokenizer, "Count from 1 to 10, separated by commas.", max_new_tokens=30)
+    assert "4" in full.text
+    [cut] = generate(model, tokenizer, "Count from 1 to 10, separated by commas.", max_new_tokens=30, stop=["4"])
+    assert cut.finish_reason == "stop" and cut.text == full.text[:full.text.index("4")]
+    assert cut.n_tokens < full.n_tokens and tokenizer.decode(cut.token_ids).startswith(cut.text)
+    with pytest.raises(ValueError, match="stop"):
+        generate(model, tokenizer, "Hi", stop="4")
+
+
 def test_finish_reason_and_length_cap(smollm2):
     model, tokenizer = smollm2
     [short] = generate(model, tokenizer, "Write a long story about a dragon.", max_new_tokens=3)

@@ -114,6 +114,7 @@ def test_program_of_thought_runs_in_the_sandbox():
     assert extract_code(text) == "apples = 3 + 4\nprint(apples * 2)\n"
     assert run_program(extract_code(text)) == (14, "ok")
     assert extract_code("no code here") is None
+    assert extract_code("Sure:\n```python\nx = 1\nprint(x)") == "x = 1\nprint(x)"  # cut before the closing fence
     value, status = run_program("import os\nos.remove('/etc/hostname')")
     assert value is None and "PermissionError" in status
     value, status = run_program("while True:\n    pass", timeout_s=1)
