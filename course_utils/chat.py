@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 __all__ = ["Completion", "chat_inputs", "generate", "generate_batch"]
 
@@ -64,6 +65,21 @@ def _left_padded(tokenizer, prompts: list[Messages | str], chat: bool, device) -
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     return {"input_ids": ids, "attention_mask": mask}
+
+
+class _StopStrings(StoppingCriteria):
+    """Ends each row once its *generated* text contains a stop string.
+
+    transformers' own ``stop_strings`` also match text that straddles the prompt (a chat
+    template ends with a newline, so the stop "\\n```" would fire on an opening fence).
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_len: int):
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, list(stop), prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
 
 def _tokens_covering(tokenizer, ids: list[int], n_chars: int) -> list[int]:
@@ -143,7 +159,8 @@ def generate_batch(
     if seed is not None:
         torch.manual_seed(seed)
     sampling = {} if greedy else dict(temperature=temperature, top_p=top_p, top_k=top_k)
-    stopping = dict(stop_strings=list(stop), tokenizer=tokenizer) if stop else {}
+    prompt_len = inputs["input_ids"].shape[1]
+    stopping = {"stopping_criteria": StoppingCriteriaList([_StopStrings(tokenizer, stop, prompt_len)])} if stop else {}
     out = model.generate(
         **inputs, do_sample=not greedy, max_new_tokens=max_new_tokens, num_return_sequences=n,
         pad_token_id=tokenizer.pad_token_id, **sampling, **stopping,
