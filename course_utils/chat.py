@@ -90,24 +90,9 @@ def _tokens_covering(tokenizer, ids: list[int], n_chars: int) -> list[int]:
     return ids
 
 
-@torch.inference_mode()
-def generate(
-    model,
-    tokenizer,
-    prompt: Messages | str,
-    *,
-    n: int = 1,
-    max_new_tokens: int = 64,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    seed: int | None = None,
-    chat: bool = True,
-    stop: Sequence[str] = (),
-) -> list[Completion]:
-    """Generate ``n`` completions of one prompt; the arguments are those of :func:`generate_batch`."""
-    return generate_batch(model, tokenizer, [prompt], n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_p=top_p, top_k=top_k, seed=seed, chat=chat, stop=stop)[0]
+def generate(model, tokenizer, prompt: Messages | str, **options) -> list[Completion]:
+    """Generate completions of one prompt; ``options`` are the keyword arguments of :func:`generate_batch`."""
+    return generate_batch(model, tokenizer, [prompt], **options)[0]
 
 
 @torch.inference_mode()

@@ -15,8 +15,8 @@ from scipy import optimize
 
 __all__ = [
     "HUMANEVAL_STOPS", "Ratings", "bradley_terry", "choice_from_text", "distinct_n", "exact_match", "humaneval_passes",
-    "humaneval_problems", "late_window_perplexity", "mmlu_prompt", "option_logprobs", "pass_at_k",
-    "truncate_completion",
+    "humaneval_problems", "late_window_perplexity", "mmlu_prompt", "option_logprobs", "option_logprobs_batch",
+    "pass_at_k", "truncate_completion",
 ]
 
 
@@ -211,33 +211,65 @@ def exact_match(prediction: str, reference: str) -> bool:
     return _normalise(prediction) == _normalise(reference)
 
 
-@torch.no_grad()
 def option_logprobs(model, tokenizer, prompt: str, options: Sequence[str]) -> list[float]:
     """Sum of log-probabilities of each option's tokens after ``prompt``: multiple choice by likelihood.
 
     This is how evaluation harnesses score MMLU-style questions without generating: the option
     with the highest total log-probability is the model's answer. The prompt is tokenised once
     and each option's tokens are appended, so the prompt's tokens are identical for all options.
-    One forward pass over the prompt scores every single-token option; longer options take one
-    more pass each.
+    ``model`` is a transformers causal LM.
+    """
+    return option_logprobs_batch(model, tokenizer, [prompt], options)[0]
+
+
+def _shared_prefix_length(rows: list[list[int]]) -> int:
+    """Tokens all rows start with, leaving at least one token of each row outside the prefix."""
+    shared = min(len(r) for r in rows) - 1
+    for i in range(shared):
+        if any(r[i] != rows[0][i] for r in rows):
+            return i
+    return shared
+
+
+@torch.no_grad()
+def option_logprobs_batch(model, tokenizer, prompts: Sequence[str], options: Sequence[str]) -> list[list[float]]:
+    """:func:`option_logprobs` for many prompts, with their common token prefix computed once.
+
+    Few-shot prompts built from the same examples differ only in the query at the end. The keys
+    and values of the shared prefix are computed in one forward pass and reused for every prompt
+    (prefix caching, as serving engines do), so an 8-shot evaluation costs little more than a
+    zero-shot one. The results equal scoring each prompt on its own, up to float rounding. One
+    pass per prompt scores all single-token options; longer options take one more pass each.
     """
     if not options:
         raise ValueError("options must not be empty")
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if not prompts:
+        raise ValueError("prompts must not be empty")
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     option_ids = [tokenizer(option, add_special_tokens=False)["input_ids"] for option in options]
-    if not prompt_ids or not all(option_ids):
-        raise ValueError("the prompt and every option must have at least one token")
+    if not all(rows) or not all(option_ids):
+        raise ValueError("every prompt and every option must have at least one token")
+    shared = _shared_prefix_length(rows)
+    device = model.device
+    cache = model(torch.tensor([rows[0][:shared]], device=device), use_cache=True).cache if shared else None
 
-    def log_softmax_at(ids: list[int], first: int) -> torch.Tensor:
-        out = model(torch.tensor([ids], device=model.device))
-        return torch.log_softmax(getattr(out, "logits", out)[0, first:].float(), dim=-1)  # (T - first, V)
+    def log_softmax_after(ids: list[int], first: int) -> torch.Tensor:
+        # (len(ids) - first, V): next-token log-probabilities at positions first.. of ids (cache positions excluded)
+        logits = model(torch.tensor([ids], device=device), cache=cache, use_cache=cache is not None).logits
+        if cache is not None:
+            cache.crop(-len(ids))  # forget this prompt's own tokens (a negative count removes), keep the prefix
+        return torch.log_softmax(logits[0, first:].float(), dim=-1)
 
-    after_prompt = log_softmax_at(prompt_ids, len(prompt_ids) - 1)[0]  # (V,): the next token's distribution
     scores = []
-    for ids in option_ids:
-        if len(ids) == 1:
-            scores.append(float(after_prompt[ids[0]]))
-            continue
-        logp = log_softmax_at(prompt_ids + ids, len(prompt_ids) - 1)[:-1]  # (O, V): predicts each option token
-        scores.append(float(logp[torch.arange(len(ids)), torch.tensor(ids, device=logp.device)].sum()))
+    for row in rows:
+        suffix = row[shared:]
+        after_prompt = log_softmax_after(suffix, len(suffix) - 1)[0]  # (V,)
+        row_scores = []
+        for ids in option_ids:
+            if len(ids) == 1:
+                row_scores.append(float(after_prompt[ids[0]]))
+                continue
+            logp = log_softmax_after(suffix + ids, len(suffix) - 1)[:-1]  # (O, V): predicts each option token
+            row_scores.append(float(logp[torch.arange(len(ids)), torch.tensor(ids, device=logp.device)].sum()))
+        scores.append(row_scores)
     return scores

@@ -1,13 +1,13 @@
 """In-context learning from scratch: a copying task, its in-context score, and induction heads.
 
-Training text is a stream of *episodes*: a random string of a random length, then the same string
-again. The first copy cannot be predicted (every symbol is a fresh uniform draw); the second can,
-but only by looking back into the context: find where the current symbol occurred before and
-predict the one that followed it. Because the length varies, a fixed "look k positions back"
-rule does not work; the model has to match content. That look-back is what Olsson et al. (2022) call an *induction
-head*, and its appearance during training shows up as a sudden drop of the loss on the second
-copy: the **in-context score** (loss late in the context minus loss early) goes from about 0 to
-strongly negative.
+Training text is a stream of *episodes*: a random string, then the same string again. The first
+copy cannot be predicted (every symbol is a fresh uniform draw); the second can, but only by
+looking back into the context. Two rules work: "find where the current symbol occurred before and
+predict the one that followed it" (content matching, what Olsson et al. 2022 call an *induction
+head*), or, when every episode has the same length, "copy the symbol a fixed distance back"
+(positional). Probing with episodes of a different length tells the two apart. Either way the
+look-back shows up as a sudden drop of the loss on the second copy: the **in-context score**
+(loss late in the context minus loss early) goes from about 0 to strongly negative.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "CONTENT_FREE", "Example", "ZERO_SHOT_COT", "cached_embed", "contextual_calibration", "corrupt_labels", "extract_code",
-    "extract_number", "few_shot_messages", "majority_vote", "order_examples", "run_program", "select_examples",
+    "CONTENT_FREE", "Example", "ZERO_SHOT_COT", "cached_embed", "contextual_calibration", "corrupt_labels",
+    "extract_code", "extract_number", "few_shot_messages", "majority_vote", "order_examples", "run_program",
+    "select_examples",
 ]
 
 ZERO_SHOT_COT = "Let's think step by step."
@@ -58,7 +59,7 @@ def cached_embed(embed: Callable[[list[str]], np.ndarray]) -> Callable[[list[str
     def embed_once(texts: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(texts) if t not in cache]
         if missing:
-            cache.update(zip(missing, np.asarray(embed(missing))))
+            cache.update(zip(missing, np.asarray(embed(missing)), strict=True))
         return np.stack([cache[t] for t in texts])
 
     return embed_once

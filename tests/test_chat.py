@@ -26,7 +26,7 @@ def test_a_left_padded_batch_decodes_like_one_prompt_at_a_time(smollm2):
     prompts = ["Name a colour.", "What is the capital of France? Answer in one word, please.", "Count to five."]
     batched = generate_batch(model, tokenizer, prompts, max_new_tokens=12)
     assert [len(group) for group in batched] == [1, 1, 1]
-    for prompt, [completion] in zip(prompts, batched):
+    for prompt, [completion] in zip(prompts, batched, strict=True):
         [alone] = generate(model, tokenizer, prompt, max_new_tokens=12)
         assert completion.token_ids == alone.token_ids
     sampled = generate_batch(model, tokenizer, prompts[:2], n=3, temperature=1.0, max_new_tokens=4, seed=0)

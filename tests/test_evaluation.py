@@ -6,8 +6,18 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from course_utils.evaluation import (bradley_terry, choice_from_text, exact_match, humaneval_passes, humaneval_problems,
-                                     mmlu_prompt, option_logprobs, pass_at_k, truncate_completion)
+from course_utils.evaluation import (
+    bradley_terry,
+    choice_from_text,
+    exact_match,
+    humaneval_passes,
+    humaneval_problems,
+    mmlu_prompt,
+    option_logprobs,
+    option_logprobs_batch,
+    pass_at_k,
+    truncate_completion,
+)
 
 TRUE = {"small": 900.0, "medium": 1000.0, "large": 1100.0, "frontier": 1250.0}
 
@@ -114,6 +124,36 @@ def test_option_logprobs_equal_the_models_own_loss(smollm2):
     assert max(range(3), key=scores.__getitem__) == 0  # the model knows this one
     with pytest.raises(ValueError, match="options"):
         option_logprobs(model, tokenizer, prompt, [])
+
+
+def test_option_logprobs_batch_reuses_the_shared_prefix_without_changing_the_scores(smollm2):
+    model, tokenizer = smollm2
+    shared = "Review: the food was cold. Sentiment: negative\nReview: lovely staff. Sentiment: positive\n"
+    prompts = [shared + "Review: great view. Sentiment:", shared + "Review: awful noise all night. Sentiment:",
+               "Review: fine. Sentiment:"]  # the last shares nothing: no prefix is reused
+    options = [" positive", " negative", " mixed feelings"]
+    expected = [option_logprobs_without_cache(model, tokenizer, p, options) for p in prompts]
+    for group in (prompts[:2], prompts):
+        got = option_logprobs_batch(model, tokenizer, group, options)
+        assert len(got) == len(group)
+        for row, want in zip(got, expected, strict=False):
+            assert row == pytest.approx(want, rel=1e-4, abs=1e-4)
+    with pytest.raises(ValueError, match="prompts"):
+        option_logprobs_batch(model, tokenizer, [], options)
+
+
+def option_logprobs_without_cache(model, tokenizer, prompt: str, options: list[str]) -> list[float]:
+    """The definition, one full forward pass per option: sum of the option tokens' log-probabilities."""
+    import torch
+
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    scores = []
+    for option in options:
+        o_ids = tokenizer(option, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p_ids + o_ids])).logits[0].float(), -1)
+        scores.append(sum(float(logp[len(p_ids) - 1 + i, t]) for i, t in enumerate(o_ids)))
+    return scores
 
 
 def test_mmlu_prompt_letters_the_choices_and_ends_with_answer():
