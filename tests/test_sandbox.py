@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from course_utils.sandbox import Limits, landlock_abi, run_sandboxed
+from course_utils.sandbox import Limits, landlock_abi, run_python, run_sandboxed
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox's limits are Linux's")
 
@@ -70,6 +70,32 @@ def test_environment_is_minimal_and_home_is_the_job_folder(tmp_path, monkeypatch
                       "assert os.environ['HOME'] == os.getcwd()", tmp_path)
     assert cell["status"] == "ok", cell["detail"]
 
+
+def test_a_model_written_program_that_misbehaves_comes_back_as_an_error(tmp_path):
+    """run_python, the path for model output (program-of-thought, HumanEval): each attack is a result."""
+    loop = run_python("while True:\n    pass", timeout_s=1)
+    assert not loop.ok and "timed out" in loop.error
+    bomb = run_python("block = bytearray(8 * 2**30)\nprint('allocated')", memory_bytes=512 << 20)
+    assert not bomb.ok and "MemoryError" in bomb.error and "allocated" not in bomb.stdout
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    call = run_python(f"import socket\nsocket.create_connection(('127.0.0.1', {server.getsockname()[1]}), timeout=2)")
+    server.close()
+    assert not call.ok and call.error.split(":")[0].endswith("Error") and not accepted  # the exception, reported
+    fine = run_python("print(6 * 7)")
+    assert fine.ok and fine.stdout.strip() == "42"
+
+
+@pytest.mark.skipif(landlock_abi() < 1, reason="no Landlock on this kernel")
+def test_a_model_written_program_cannot_write_outside_its_folder(tmp_path):
+    target = tmp_path / "escaped.txt"
+    run = run_python(f"open({str(target)!r}, 'w').write('x')")
+    assert not run.ok and "PermissionError" in run.error and not target.exists()
+    inside = run_python("open('scratch.txt', 'w').write('x')\nprint(open('scratch.txt').read())")
+    assert inside.ok and inside.stdout.strip() == "x"
 
 
 def test_run_sandboxed_passes_stdin_and_captures_capped_output(tmp_path):
