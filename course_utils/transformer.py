@@ -89,6 +89,15 @@ class KVCache:
         """Call once per forward pass, after every layer has appended its ``n`` positions."""
         self.length += n
 
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention) -> torch.Tensor:
+        """Store the new keys/values, then attend over everything cached: (B, H, T, hd).
+
+        Every cache implements this method; a paged cache (course_utils.serving) stores and
+        gathers keys through block tables instead.
+        """
+        k, v = self.append(layer, k, v)  # (B, H_kv, S, hd) with S = cached + T
+        return attention(q, k, v, causal=True)
+
     @property
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2
@@ -125,9 +134,11 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, layer: int, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = self.qkv(x, cos, sin)
-        if cache is not None:
-            k, v = cache.append(layer, k, v)  # (B, H_kv, S, hd) with S = cached + T
-        y = _ATTENTION[self.c.attention](q, k, v, causal=True)  # (B, H, T, hd)
+        attention = _ATTENTION[self.c.attention]
+        if cache is None:
+            y = attention(q, k, v, causal=True)  # (B, H, T, hd)
+        else:
+            y = cache.attend(layer, q, k, v, attention)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -189,17 +200,27 @@ class Llama(nn.Module):
         inv_freq, self.attention_factor = inverse_frequencies(self.config.head_dim, base, scaling, seq_len)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None,
+                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) for ids (B, T).
+
+        ``positions`` (T,) overrides the default positions (the cache's length onward), e.g. for
+        a packed batch of several sequences; ``logits_at`` (K,) limits the output to those
+        indices along T, (B, K, V), skipping the vocabulary projection everywhere else.
+        """
         if ids.dim() != 2:
             raise ValueError(f"ids must be (batch, length), got shape {tuple(ids.shape)}")
-        start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
+        if positions is None:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + ids.shape[1], device=ids.device)
         cos, sin = rope_cos_sin(positions, self.inv_freq, self.attention_factor)  # (T, hd) each
         x = self.embed_tokens(ids)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, i, cache)
         if cache is not None:
             cache.advance(ids.shape[1])
+        if logits_at is not None:
+            x = x[:, logits_at]
         return self.lm_head(self.norm(x))
 
     @torch.inference_mode()

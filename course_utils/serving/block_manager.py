@@ -1,0 +1,139 @@
+"""The paged KV cache's bookkeeping: fixed-size blocks, a free list, block tables, prefix sharing.
+
+The KV cache is one pool of ``num_blocks`` blocks of ``block_size`` token slots each (the model
+runner holds the tensors; this class only decides which block holds what). A sequence owns a
+*block table*, the list of its blocks in order, and grows one block at a time, so no memory is
+reserved for tokens that may never be generated: that is PagedAttention's answer to the waste of
+pre-allocating every request to its maximum length (Kwon et al. 2023).
+
+Prefix caching: a *full* block is identified by a hash of its tokens chained with the hash of
+the block before it, so equal hashes mean equal prefixes. A new prompt whose first blocks hash
+to blocks already in the pool reuses them (their reference count goes up) and skips computing
+them. Freed blocks keep their hash until they are handed out again, so a popular system prompt
+stays reusable after the requests that used it finish.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from course_utils.serving.sequence import Sequence
+
+__all__ = ["Block", "BlockManager", "block_hash"]
+
+
+def block_hash(tokens: list[int], previous: int | None) -> int:
+    """Hash of a full block's tokens chained with the previous block's hash (None for the first)."""
+    return hash((previous, tuple(tokens)))
+
+
+@dataclass
+class Block:
+    block_id: int
+    ref_count: int = 0
+    hash: int | None = None  # set once the block is full
+    token_ids: list[int] = field(default_factory=list)  # kept to rule out hash collisions
+
+
+class BlockManager:
+    """Allocates, grows and frees the KV blocks of sequences; shares full prefix blocks."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError(f"need num_blocks >= 1 and block_size >= 1, got {num_blocks} and {block_size}")
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.free_block_ids: deque[int] = deque(range(num_blocks))
+        self.cached: dict[int, int] = {}  # block hash -> block id
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_block_ids)
+
+    def _take_free_block(self) -> Block:
+        block = self.blocks[self.free_block_ids.popleft()]
+        if block.hash is not None and self.cached.get(block.hash) == block.block_id:
+            del self.cached[block.hash]  # its old contents are about to be overwritten
+        block.ref_count, block.hash, block.token_ids = 1, None, []
+        return block
+
+    def _seal(self, block: Block, tokens: list[int], previous: int | None) -> None:
+        """Record a just-filled block's hash so later prompts can reuse it."""
+        block.token_ids = list(tokens)
+        if self.enable_prefix_caching:
+            block.hash = block_hash(tokens, previous)
+            self.cached[block.hash] = block.block_id
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        """Whether the prompt fits in the free blocks (counting no cache hits: a safe bound)."""
+        return seq.num_blocks(self.block_size) <= self.num_free_blocks
+
+    def allocate(self, seq: Sequence) -> None:
+        """Give a waiting sequence blocks for all its tokens, reusing cached prefix blocks.
+
+        At least the last token is always left to compute, since its logits are needed.
+        """
+        if seq.block_table:
+            raise ValueError(f"{seq.request_id} already has blocks")
+        if not self.can_allocate(seq):
+            raise RuntimeError(f"not enough free blocks for {seq.request_id}: call can_allocate first")
+        previous, hits_possible = None, self.enable_prefix_caching
+        for i in range(seq.num_blocks(self.block_size)):
+            tokens = seq.block_tokens(i, self.block_size)
+            full = len(tokens) == self.block_size
+            h = block_hash(tokens, previous) if full else None
+            reusable = hits_possible and full and (i + 1) * self.block_size < len(seq)
+            hit = self.cached.get(h) if reusable else None
+            if hit is not None and self.blocks[hit].token_ids == tokens:
+                block = self.blocks[hit]
+                if block.ref_count == 0:
+                    self.free_block_ids.remove(hit)
+                block.ref_count += 1
+                seq.num_cached_tokens += self.block_size
+            else:
+                hits_possible = False  # after one miss, later blocks cannot be shared prefixes
+                block = self._take_free_block()
+                if full:
+                    self._seal(block, tokens, previous)
+            seq.block_table.append(block.block_id)
+            previous = h
+        seq.num_computed_tokens = seq.num_cached_tokens
+
+    def free(self, seq: Sequence) -> None:
+        """Return a sequence's blocks (finished, aborted or preempted); shared blocks stay in use."""
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free_block_ids.append(block_id)  # keeps its hash: reusable until overwritten
+        seq.block_table = []
+        seq.num_cached_tokens = seq.num_computed_tokens = 0
+
+    def can_append(self, seq: Sequence) -> bool:
+        """Whether the token just appended to ``seq`` has a slot, or a free block can give it one."""
+        return (len(seq) - 1) // self.block_size < len(seq.block_table) or self.num_free_blocks > 0
+
+    def append_slot(self, seq: Sequence) -> None:
+        """Make room for the token just appended to ``seq`` (at position ``len(seq) - 1``).
+
+        Nothing to do while the last block has room. When the token starts a new block, the
+        block before it is full and all its keys and values are computed, so it is sealed
+        (hashed for prefix reuse), and a block is taken from the free list.
+        """
+        position = len(seq) - 1
+        i = position // self.block_size
+        if i < len(seq.block_table):
+            return
+        if not self.free_block_ids:
+            raise RuntimeError(f"no free block for {seq.request_id}: call can_append first")
+        full = self.blocks[seq.block_table[i - 1]]
+        if full.hash is None:
+            previous = self.blocks[seq.block_table[i - 2]].hash if i >= 2 else None
+            self._seal(full, seq.block_tokens(i - 1, self.block_size), previous)
+        seq.block_table.append(self._take_free_block().block_id)
+
+    def slot(self, seq: Sequence, position: int) -> int:
+        """Index of token ``position``'s slot in the flat pool of num_blocks * block_size slots."""
+        return seq.block_table[position // self.block_size] * self.block_size + position % self.block_size

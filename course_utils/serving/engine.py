@@ -1,0 +1,111 @@
+"""The engine loop: admit requests, schedule a step, run the model, sample, detect the end.
+
+:class:`LLMEngine` is the synchronous core that both the offline :class:`~course_utils.serving.llm.LLM`
+and the HTTP server drive: ``add_request`` queues a prompt, each ``step`` advances every scheduled
+sequence by one token and reports which ones changed, ``abort`` drops a request and frees its blocks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from course_utils.serving.block_manager import BlockManager
+from course_utils.serving.model_runner import ModelRunner
+from course_utils.serving.sampling import SamplingParams, sample
+from course_utils.serving.scheduler import Scheduler
+from course_utils.serving.sequence import Sequence
+from course_utils.transformer import Llama
+
+__all__ = ["EngineConfig", "LLMEngine"]
+
+
+class EngineConfig:
+    """Sizes of the engine: the KV pool and the per-step limits (vLLM's names)."""
+
+    def __init__(self, num_blocks: int = 512, block_size: int = 16, max_num_seqs: int = 64,
+                 max_num_batched_tokens: int = 2048, max_model_len: int = 2048, enable_prefix_caching: bool = True):
+        if num_blocks * block_size < max_model_len:
+            raise ValueError(f"the KV pool ({num_blocks} blocks of {block_size} tokens) must hold at least "
+                             f"max_model_len = {max_model_len} tokens, or a long request could never finish")
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
+        self.max_model_len, self.enable_prefix_caching = max_model_len, enable_prefix_caching
+
+
+class LLMEngine:
+    def __init__(self, model: Llama, tokenizer, config: EngineConfig | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.config = config or EngineConfig()
+        c = self.config
+        self.manager = BlockManager(c.num_blocks, c.block_size, c.enable_prefix_caching)
+        self.scheduler = Scheduler(self.manager, c.max_num_seqs, c.max_num_batched_tokens)
+        self.runner = ModelRunner(model, c.num_blocks, c.block_size)
+        eos = tokenizer.eos_token_id
+        self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [])
+        self.requests: dict[str, Sequence] = {}
+        self._generators: dict[int, torch.Generator | None] = {}
+
+    def add_request(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> Sequence:
+        """Queue a request; a prompt that cannot fit the model's context is refused here."""
+        params = params or SamplingParams()
+        if not prompt_token_ids:
+            raise ValueError("the prompt is empty")
+        if len(prompt_token_ids) >= self.config.max_model_len:
+            raise ValueError(f"the prompt has {len(prompt_token_ids)} tokens; this model's context "
+                             f"(max_model_len) is {self.config.max_model_len}, and at least one must be generated")
+        seq = Sequence(list(prompt_token_ids), params, request_id or "")
+        if seq.request_id in self.requests:
+            raise ValueError(f"request id {seq.request_id!r} is already in use")
+        self.requests[seq.request_id] = seq
+        self._generators[seq.seq_id] = params.generator(self.runner.device)
+        self.scheduler.add(seq)
+        return seq
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request (a client went away): its blocks are freed at once."""
+        seq = self.requests.pop(request_id, None)
+        if seq is not None and not seq.is_finished:
+            self.scheduler.finish(seq, "abort")
+            self._generators.pop(seq.seq_id, None)
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished
+
+    def step(self) -> list[Sequence]:
+        """Run one step; returns the sequences that received a token (finished ones included)."""
+        seqs, is_prefill = self.scheduler.schedule()
+        if not seqs:
+            return []
+        logits = self.runner.run(seqs, self.manager, is_prefill)
+        seen = [torch.tensor(s.token_ids) for s in seqs]
+        tokens = sample(logits, [s.params for s in seqs], seen, [self._generators[s.seq_id] for s in seqs])
+        now = time.perf_counter()
+        for seq, token in zip(seqs, tokens.tolist(), strict=True):
+            seq.num_computed_tokens = len(seq)
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+            reason = self._append(seq, token)
+            if reason:
+                self.scheduler.finish(seq, reason)
+                self.requests.pop(seq.request_id, None)
+                self._generators.pop(seq.seq_id, None)
+        return seqs
+
+    def _append(self, seq: Sequence, token: int) -> str | None:
+        """Add one sampled token; the finish reason if the sequence is now done."""
+        p = seq.params
+        if token in p.stop_token_ids or (token in self.eos_token_ids and not p.ignore_eos):
+            return "stop"  # the stop token itself is not part of the output
+        seq.output_token_ids.append(token)
+        text = self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=None)
+        seq.output_text = text if cut is None else text[:cut]
+        if cut is not None:
+            return "stop"
+        if len(seq.output_token_ids) >= p.max_tokens or len(seq) >= self.config.max_model_len:
+            return "length"
+        return None

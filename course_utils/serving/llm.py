@@ -1,0 +1,142 @@
+"""The offline entry point, shaped like vLLM's: ``LLM(model=...).generate(prompts, SamplingParams(...))``.
+
+Code written against this class runs unchanged on vLLM: on a machine with CUDA and vLLM
+installed, ``LLM(model, backend="vllm")`` hands the same calls to vLLM, which returns objects
+with the same attributes (``.prompt``, ``.outputs[0].text``, ``.outputs[0].token_ids``,
+``.outputs[0].finish_reason``, ``.metrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+
+from course_utils.serving.engine import EngineConfig, LLMEngine
+from course_utils.serving.sampling import SamplingParams
+from course_utils.serving.sequence import Sequence
+
+__all__ = ["LLM", "CompletionOutput", "RequestMetrics", "RequestOutput", "request_output"]
+
+
+@dataclass
+class CompletionOutput:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+
+
+@dataclass
+class RequestMetrics:
+    """Timestamps (time.perf_counter seconds) and the two latencies a server is judged by."""
+
+    arrival_time: float
+    first_token_time: float | None
+    finish_time: float | None
+    num_output_tokens: int
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+    @property
+    def time_per_output_token(self) -> float | None:
+        """Mean gap between output tokens after the first (None with fewer than two tokens)."""
+        if self.finish_time is None or self.first_token_time is None or self.num_output_tokens < 2:
+            return None
+        return (self.finish_time - self.first_token_time) / (self.num_output_tokens - 1)
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    finished: bool
+    metrics: RequestMetrics = field(repr=False)
+
+
+def request_output(seq: Sequence, prompt: str | None = None) -> RequestOutput:
+    """The public view of an engine sequence."""
+    metrics = RequestMetrics(seq.arrival_time, seq.first_token_time, seq.finish_time, len(seq.output_token_ids))
+    completion = CompletionOutput(0, seq.output_text, list(seq.output_token_ids), seq.finish_reason)
+    return RequestOutput(seq.request_id, prompt, list(seq.prompt_token_ids), [completion], seq.is_finished, metrics)
+
+
+class LLM:
+    """A model behind the paged, continuously batched engine (or vLLM with ``backend="vllm"``).
+
+    ``engine_args`` are :class:`~course_utils.serving.engine.EngineConfig`'s: ``num_blocks``,
+    ``block_size``, ``max_num_seqs``, ``max_num_batched_tokens``, ``max_model_len``,
+    ``enable_prefix_caching``. For vLLM they pass through (``tensor_parallel_size``,
+    ``gpu_memory_utilization``, ...).
+    """
+
+    def __init__(self, model: str = "smollm2-135m-instruct", backend: str = "course", device: str = "cpu",
+                 **engine_args):
+        if backend not in ("course", "vllm"):
+            raise ValueError(f"backend must be 'course' or 'vllm', got {backend!r}")
+        self.backend = backend
+        if backend == "vllm":
+            self._vllm = _load_vllm(model, engine_args)
+            self.tokenizer = self._vllm.get_tokenizer()
+            return
+        from course_utils.models import load_model
+        from course_utils.transformer import Llama
+
+        hf_model, self.tokenizer = load_model(model, device=device)
+        self.engine = LLMEngine(Llama.from_hf(hf_model), self.tokenizer, EngineConfig(**engine_args))
+
+    def generate(self, prompts: str | Seq[str] | Seq[dict],
+                 sampling_params: SamplingParams | Seq[SamplingParams] | None = None) -> list[RequestOutput]:
+        """Complete every prompt (text, or ``{"prompt_token_ids": [...]}``); outputs in prompt order."""
+        prompts = [prompts] if isinstance(prompts, (str, dict)) else list(prompts)
+        if isinstance(sampling_params, Seq):
+            params = list(sampling_params)
+        else:
+            params = [sampling_params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"got {len(params)} SamplingParams for {len(prompts)} prompts")
+        if self.backend == "vllm":
+            return self._vllm.generate(prompts, [_to_vllm(p) for p in params])
+        texts, seqs = [], []
+        for prompt, p in zip(prompts, params, strict=True):
+            if isinstance(prompt, dict):
+                ids, text = list(prompt["prompt_token_ids"]), None
+            else:
+                ids, text = self.tokenizer(prompt, add_special_tokens=False)["input_ids"], prompt
+            texts.append(text)
+            seqs.append(self.engine.add_request(ids, p))
+        while self.engine.has_unfinished:
+            self.engine.step()
+        return [request_output(seq, text) for seq, text in zip(seqs, texts, strict=True)]
+
+    def chat(self, messages: list[dict] | list[list[dict]],
+             sampling_params: SamplingParams | None = None) -> list[RequestOutput]:
+        """Conversations rendered with the model's chat template, then generated."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else messages
+        prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                   for c in conversations]
+        return self.generate(prompts, sampling_params)
+
+
+def _load_vllm(model: str, engine_args: dict):
+    try:
+        import vllm
+    except ImportError as err:
+        raise RuntimeError("backend='vllm' needs vLLM (pip install vllm) on a machine with a CUDA GPU") from err
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("backend='vllm' needs a CUDA GPU; this machine has none")
+    return vllm.LLM(model=model, **engine_args)
+
+
+def _to_vllm(params: SamplingParams):
+    import vllm
+
+    return vllm.SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
+                               seed=params.seed, max_tokens=params.max_tokens, stop=params.stop,
+                               stop_token_ids=params.stop_token_ids, ignore_eos=params.ignore_eos,
+                               repetition_penalty=params.repetition_penalty)

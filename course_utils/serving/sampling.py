@@ -1,0 +1,121 @@
+"""Sampling parameters and the sampler: from a batch of logits to one next token per request.
+
+:class:`SamplingParams` mirrors vLLM's names and defaults so code moves between the two engines
+unchanged. :func:`sample` applies, per row, in this order: repetition penalty (over the prompt
+and the output so far, as transformers and vLLM do), then greedy argmax if ``temperature`` is 0,
+else temperature, top-k, top-p and a draw from the request's own random generator. A per-request
+seed makes a request's output independent of which other requests share its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["SamplingParams", "apply_repetition_penalty", "sample", "top_k_mask", "top_p_mask"]
+
+
+@dataclass
+class SamplingParams:
+    """How to decode one request (vLLM's field names and defaults)."""
+
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus: keep the smallest set of tokens whose probability reaches top_p
+    top_k: int = 0  # keep the k most likely tokens; 0 or -1 = off
+    seed: int | None = None  # a private generator for this request
+    max_tokens: int = 16  # new tokens at most
+    stop: list[str] = field(default_factory=list)  # strings that end the output (not included in it)
+    stop_token_ids: list[int] = field(default_factory=list)  # token ids that end the output
+    ignore_eos: bool = False  # keep going past the end-of-sequence token
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already seen (prompt and output)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        problems = []
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            problems.append(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < -1:
+            problems.append(f"top_k must be an integer >= -1 (0 or -1 = off), got {self.top_k!r}")
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+            problems.append(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if not isinstance(self.repetition_penalty, (int, float)) or self.repetition_penalty <= 0:
+            problems.append(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if self.seed is not None and not isinstance(self.seed, int):
+            problems.append(f"seed must be an integer or None, got {self.seed!r}")
+        if not all(isinstance(s, str) and s for s in self.stop):
+            problems.append("stop must be a list of non-empty strings")
+        if not all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids):
+            problems.append("stop_token_ids must be a list of non-negative integers")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
+        """This request's random generator (None without a seed: the global one is used)."""
+        return None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """(V,) logits with every token in ``seen`` (1-D ids) made less likely (Keskar et al. 2019).
+
+    A positive logit is divided by ``penalty``, a negative one multiplied, so both move down.
+    """
+    if penalty == 1.0 or seen.numel() == 0:
+        return logits
+    out = logits.clone()
+    picked = out[seen]
+    out[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return out
+
+
+def top_k_mask(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(V,) boolean mask of the tokens to *remove*: all but the ``k`` largest logits (ties kept)."""
+    if k <= 0 or k >= logits.numel():
+        return torch.zeros_like(logits, dtype=torch.bool)
+    return logits < torch.topk(logits, k).values[-1]
+
+
+def top_p_mask(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """(V,) boolean mask of the tokens to *remove* for nucleus sampling (Holtzman et al. 2020).
+
+    Tokens are sorted by probability; a token is kept while the probability of the tokens
+    before it is still below ``p``, so the kept set is the smallest whose mass reaches ``p``
+    and always holds the most likely token.
+    """
+    if p >= 1.0:
+        return torch.zeros_like(logits, dtype=torch.bool)
+    probs, order = torch.sort(torch.softmax(logits.float(), dim=-1), descending=True)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass of the strictly more likely tokens
+    remove_sorted = before >= p
+    mask = torch.zeros_like(remove_sorted)
+    mask[order] = remove_sorted
+    return mask
+
+
+def sample(logits: torch.Tensor, params: Sequence[SamplingParams], seen: Sequence[torch.Tensor],
+           generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+    """One next token per row of (B, V) ``logits``: (B,) ids.
+
+    ``seen[i]`` holds row i's prompt and output ids so far (for the repetition penalty);
+    ``generators[i]`` is its private generator or None.
+    """
+    if not len(params) == len(seen) == len(generators) == logits.shape[0]:
+        raise ValueError("need one SamplingParams, seen-ids tensor and generator per row of logits")
+    out = torch.empty(logits.shape[0], dtype=torch.long)
+    for i, (row, sp) in enumerate(zip(logits.float(), params, strict=True)):
+        row = apply_repetition_penalty(row, seen[i].to(row.device), sp.repetition_penalty)
+        if sp.greedy:
+            out[i] = int(torch.argmax(row))
+            continue
+        row = row / sp.temperature
+        row = row.masked_fill(top_k_mask(row, sp.top_k) | top_p_mask(row, sp.top_p), float("-inf"))
+        out[i] = int(torch.multinomial(torch.softmax(row, dim=-1), 1, generator=generators[i]))
+    return out

@@ -1,0 +1,82 @@
+"""The paged, continuously batched engine against transformers' own greedy decoding."""
+
+import pytest
+import torch
+
+from course_utils.serving import LLM, SamplingParams
+
+PROMPTS = ["The capital of France is", "Once upon a time, in a small village by the sea,", "def fibonacci(n):",
+           "1, 2, 3, 4,", "Water boils at"]
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2):
+    """transformers' greedy continuation of each prompt, 20 tokens, end-of-text ignored."""
+    model, tokenizer = smollm2
+    out = {}
+    for prompt in PROMPTS:
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            full = model.generate(ids, max_new_tokens=20, min_new_tokens=20, do_sample=False)
+        out[prompt] = full[0, ids.shape[1]:].tolist()
+    return out
+
+
+GREEDY = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+
+
+def test_batched_greedy_output_is_token_identical_to_transformers(reference):
+    llm = LLM(num_blocks=64, block_size=8, max_model_len=256)
+    outputs = llm.generate(PROMPTS, GREEDY)
+    for prompt, out in zip(PROMPTS, outputs, strict=True):
+        assert out.prompt == prompt and out.outputs[0].token_ids == reference[prompt]
+        assert out.outputs[0].finish_reason == "length" and out.finished
+        assert out.metrics.time_to_first_token > 0 and out.metrics.time_per_output_token > 0
+    assert llm.engine.manager.num_free_blocks == 64  # every block came back
+
+
+def test_a_pool_too_small_for_the_load_preempts_and_still_matches(reference):
+    llm = LLM(num_blocks=10, block_size=4, max_model_len=40, enable_prefix_caching=False)
+    outputs = llm.generate(PROMPTS, GREEDY)
+    assert llm.engine.scheduler.preemptions > 0
+    assert [o.outputs[0].token_ids for o in outputs] == [reference[p] for p in PROMPTS]
+    assert llm.engine.manager.num_free_blocks == 10
+
+
+def test_prefix_caching_skips_the_shared_prompt_and_keeps_the_output(reference):
+    llm = LLM(num_blocks=64, block_size=4, max_model_len=256)
+    shared = "You are a helpful assistant. Answer briefly and politely. " * 2
+    first, second = llm.generate([shared + PROMPTS[0]], GREEDY)[0], None
+    seq = llm.engine.add_request(llm.tokenizer(shared + PROMPTS[4], add_special_tokens=False)["input_ids"], GREEDY)
+    assert seq.num_cached_tokens == 0  # not allocated yet
+    while llm.engine.has_unfinished:
+        llm.engine.step()
+        second = second or seq.num_cached_tokens
+    assert second >= 4 * (len(llm.tokenizer(shared, add_special_tokens=False)["input_ids"]) // 4 - 1)
+    assert first.outputs[0].token_ids == LLM(num_blocks=64, block_size=4, max_model_len=256,
+                                             enable_prefix_caching=False).generate([shared + PROMPTS[0]],
+                                                                                   GREEDY)[0].outputs[0].token_ids
+
+
+def test_stops_seeds_and_limits():
+    llm = LLM(num_blocks=64, block_size=8, max_model_len=64)
+    [counted] = llm.generate("1, 2, 3, 4,", SamplingParams(temperature=0, max_tokens=30, stop=[" 8"]))
+    assert counted.outputs[0].finish_reason == "stop" and counted.outputs[0].text == " 5, 6, 7,"
+    sampled = SamplingParams(temperature=1.0, top_p=0.9, max_tokens=8, seed=3, ignore_eos=True)
+    a = llm.generate(["Tell me a story."], sampled)[0].outputs[0].token_ids
+    b = llm.generate(["Tell me a story.", "Another prompt in the batch"], [sampled, GREEDY])[0].outputs[0].token_ids
+    assert a == b  # a seeded request does not depend on its batch
+    [long] = llm.generate("Count: 1 2 3", SamplingParams(temperature=0, max_tokens=200, ignore_eos=True))
+    assert long.outputs[0].finish_reason == "length" and len(long.prompt_token_ids) + len(
+        long.outputs[0].token_ids) == 64
+    with pytest.raises(ValueError, match="max_model_len"):
+        llm.generate("word " * 100)
+    with pytest.raises(ValueError, match="must hold"):
+        LLM(num_blocks=2, block_size=4, max_model_len=64)
+
+
+def test_vllm_backend_is_explained_without_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the vLLM path is exercised by the GPU check instead")
+    with pytest.raises(RuntimeError, match="vLLM|CUDA"):
+        LLM(backend="vllm")

@@ -1,0 +1,75 @@
+"""The sampler against transformers' own logits processors, and its per-request seeds."""
+
+import pytest
+import torch
+from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TopKLogitsWarper,
+                                                    TopPLogitsWarper)
+
+from course_utils.serving.sampling import SamplingParams, apply_repetition_penalty, sample, top_k_mask, top_p_mask
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.9, 0.99])
+def test_top_p_keeps_what_transformers_keeps(p):
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        logits = torch.randn(1, 50, generator=gen) * 3
+        theirs = torch.isinf(TopPLogitsWarper(p, min_tokens_to_keep=1)(None, logits.clone()))[0]
+        assert torch.equal(top_p_mask(logits[0], p), theirs)
+
+
+def test_top_p_on_a_hand_case():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    assert top_p_mask(probs.log(), 0.5).tolist() == [False, True, True, True]  # 0.5 reaches 0.5
+    assert top_p_mask(probs.log(), 0.6).tolist() == [False, False, True, True]
+    assert top_p_mask(probs.log(), 0.01).tolist() == [False, True, True, True]  # the top token always stays
+    assert not top_p_mask(probs.log(), 1.0).any()
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 49])
+def test_top_k_keeps_what_transformers_keeps(k):
+    logits = torch.randn(1, 50, generator=torch.Generator().manual_seed(k))
+    theirs = torch.isinf(TopKLogitsWarper(k)(None, logits.clone()))[0]
+    assert torch.equal(top_k_mask(logits[0], k), theirs)
+    assert not top_k_mask(logits[0], 0).any() and not top_k_mask(logits[0], -1).any()
+
+
+def test_repetition_penalty_matches_transformers():
+    logits = torch.randn(1, 30, generator=torch.Generator().manual_seed(1))
+    seen = torch.tensor([0, 3, 3, 7, 29])
+    theirs = RepetitionPenaltyLogitsProcessor(1.3)(seen[None], logits.clone())[0]
+    assert torch.allclose(apply_repetition_penalty(logits[0], seen, 1.3), theirs)
+
+
+def test_greedy_seeds_and_batch_independence():
+    logits = torch.randn(3, 100, generator=torch.Generator().manual_seed(2))
+    seen = [torch.tensor([], dtype=torch.long)] * 3
+    greedy = SamplingParams(temperature=0)
+    assert sample(logits, [greedy] * 3, seen, [None] * 3).tolist() == logits.argmax(-1).tolist()
+    seeded = SamplingParams(temperature=1.0, seed=7)
+    alone = sample(logits[1:2], [seeded], seen[:1], [seeded.generator()])
+    in_batch = sample(logits, [SamplingParams(temperature=0.8, seed=1), seeded, greedy], seen,
+                      [SamplingParams(seed=1).generator(), seeded.generator(), None])
+    assert in_batch[1] == alone[0]  # a request's draw does not depend on its neighbours
+
+
+def test_sampled_frequencies_follow_the_truncated_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    params = SamplingParams(temperature=1.0, top_p=0.8, seed=0)
+    gen = params.generator()
+    draws = torch.stack([sample(probs.log()[None], [params], [torch.tensor([], dtype=torch.long)], [gen])
+                         for _ in range(4000)]).flatten()
+    counts = torch.bincount(draws, minlength=4).float() / len(draws)
+    assert counts[2:].sum() == 0  # outside the nucleus: never drawn
+    assert abs(counts[0] - 0.5 / 0.8) < 0.03 and abs(counts[1] - 0.3 / 0.8) < 0.03
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"temperature": -0.1}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.1}, "top_p"),
+    ({"top_k": -2}, "top_k"), ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": 2.5}, "max_tokens"),
+    ({"repetition_penalty": 0}, "repetition_penalty"), ({"stop": [""]}, "stop"),
+    ({"stop_token_ids": [-1]}, "stop_token_ids"), ({"seed": "x"}, "seed"),
+])
+def test_bad_parameters_are_explained(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**kwargs)
+    assert SamplingParams(stop="###").stop == ["###"]
