@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TopKLogitsWarper,
-                                                    TopPLogitsWarper)
+from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor, TopKLogitsWarper, TopPLogitsWarper
 
 from course_utils.serving.sampling import SamplingParams, apply_repetition_penalty, sample, top_k_mask, top_p_mask
 
