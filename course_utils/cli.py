@@ -155,6 +155,57 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from course_utils.serving.server import serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host} exposes the model to your network, without authentication",
+              file=sys.stderr)
+    serve(args.model, host=args.host, port=args.port, device=args.device, num_blocks=args.num_blocks,
+          block_size=args.block_size, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    import math
+    from pathlib import Path
+
+    from course_utils.serving.bench import run_benchmark
+    from course_utils.tasks import load_task
+
+    texts = [r["question"] for r in load_task("arithmetic")] + [r["text"] for r in load_task("sentiment")]
+    prompts = [texts[i % len(texts)] for i in range(args.num_prompts)]
+    rate = math.inf if args.request_rate == "inf" else float(args.request_rate)
+    result = run_benchmark(args.base_url, args.model, prompts, args.output_len, rate, args.max_concurrency)
+    shown = {k: v for k, v in result.items() if k != "requests"}
+    print(json.dumps(shown, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results in {args.out}")
+    if args.plot:
+        _plot_bench(result, args.plot)
+        print(f"plot in {args.plot}")
+    return 0 if result["failed"] == 0 else 1
+
+
+def _plot_bench(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in result["requests"] if r["ok"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].hist([r["ttft"] * 1000 for r in done], bins=20)
+    axes[0].set(xlabel="time to first token (ms)", ylabel="requests")
+    axes[1].hist([r["e2e"] * 1000 for r in done], bins=20, color="C1")
+    axes[1].set(xlabel="end-to-end latency (ms)", ylabel="requests")
+    fig.suptitle(f"{result['model']}: {result['completed']} requests, {result['output_tokens_per_s']:.1f} output tok/s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-course", description="The LLM course's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +245,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-gb", type=float, default=4, help="address-space limit per submission")
     p.add_argument("--max-processes", type=int, default=32, help="process limit per submission")
     p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API (course engine)")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="embedded model name or local folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-blocks", type=int, default=512, help="KV-cache blocks in the pool")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences decoded together at most")
+    p.add_argument("--max-model-len", type=int, default=2048, help="prompt plus output tokens at most")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("bench", help="load-test an OpenAI-compatible server (ours or vLLM's)")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="the server's /v1 address")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model name the server knows")
+    p.add_argument("--num-prompts", type=int, default=64)
+    p.add_argument("--output-len", type=int, default=64, help="tokens generated per request")
+    p.add_argument("--request-rate", default="inf", help="requests per second (Poisson), or inf for all at once")
+    p.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at most")
+    p.add_argument("--out", default=None, help="write the JSON results here")
+    p.add_argument("--plot", default=None, help="write a latency histogram (PNG) here")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

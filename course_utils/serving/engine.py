@@ -71,6 +71,15 @@ class LLMEngine:
             self.scheduler.finish(seq, "abort")
             self._generators.pop(seq.seq_id, None)
 
+    def abort_all(self, reason: str = "abort") -> list[Sequence]:
+        """End every request in flight with ``reason``; returns them."""
+        ended = [seq for seq in self.requests.values() if not seq.is_finished]
+        for seq in ended:
+            self.scheduler.finish(seq, reason)
+        self.requests.clear()
+        self._generators.clear()
+        return ended
+
     @property
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished

@@ -85,8 +85,9 @@ class LLM:
         from course_utils.models import load_model
         from course_utils.transformer import Llama
 
+        config = EngineConfig(**engine_args)  # check the sizes before loading anything
         hf_model, self.tokenizer = load_model(model, device=device)
-        self.engine = LLMEngine(Llama.from_hf(hf_model), self.tokenizer, EngineConfig(**engine_args))
+        self.engine = LLMEngine(Llama.from_hf(hf_model), self.tokenizer, config)
 
     def generate(self, prompts: str | Seq[str] | Seq[dict],
                  sampling_params: SamplingParams | Seq[SamplingParams] | None = None) -> list[RequestOutput]:

@@ -1,0 +1,290 @@
+"""An OpenAI-compatible HTTP server in front of the engine (FastAPI + uvicorn).
+
+Routes: ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions`` (the
+model's chat template), with ``"stream": true`` answered as server-sent events: one
+``data: {json}`` chunk per new piece of text, then ``data: [DONE]``.
+
+Every bad request gets OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``:
+400 for invalid JSON, wrong types, out-of-range values or a prompt too long for the context, 404
+for an unknown model; never a 500. A client that disconnects aborts its request, which frees its
+KV blocks at once.
+
+The engine is synchronous and single-threaded; :class:`AsyncEngine` runs its step loop in a
+background thread and hands each request's progress to that request's asyncio queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from course_utils.serving.engine import LLMEngine
+from course_utils.serving.llm import RequestOutput, request_output
+from course_utils.serving.sampling import SamplingParams
+
+__all__ = ["AsyncEngine", "create_app", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncEngine:
+    """The engine's step loop in a thread; ``generate`` yields a request's outputs as they grow."""
+
+    def __init__(self, engine: LLMEngine):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while self._running:
+            with self._lock:
+                busy = self.engine.has_unfinished
+                try:
+                    updates = [request_output(seq) for seq in self.engine.step()] if busy else []
+                except Exception:  # a bug must not kill the loop and strand every client: fail them all
+                    logger.exception("engine step failed; ending the requests in flight")
+                    updates = [request_output(seq) for seq in self.engine.abort_all("error")]
+            for out in updates:
+                target = self._queues.get(out.request_id)
+                if target is not None:
+                    loop, queue = target
+                    loop.call_soon_threadsafe(queue.put_nowait, out)
+            if not busy:
+                self._wake.wait(0.05)
+                self._wake.clear()
+
+    def shutdown(self) -> None:
+        self._running = False
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    def add(self, prompt_token_ids: list[int], params: SamplingParams) -> tuple[str, asyncio.Queue]:
+        """Queue a request (ValueError if it cannot fit); returns its id and its update queue."""
+        request_id = f"req-{uuid.uuid4().hex}"
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = (asyncio.get_running_loop(), queue)
+        try:
+            with self._lock:
+                self.engine.add_request(prompt_token_ids, params, request_id)
+        except Exception:
+            self._queues.pop(request_id, None)
+            raise
+        self._wake.set()
+        return request_id, queue
+
+    async def stream(self, request_id: str, queue: asyncio.Queue) -> AsyncIterator[RequestOutput]:
+        """The request's outputs, one per new token, until it finishes; aborts it if abandoned."""
+        finished = False
+        try:
+            while not finished:
+                out = await queue.get()
+                finished = out.finished
+                yield out
+        finally:
+            self._queues.pop(request_id, None)
+            if not finished:
+                with self._lock:
+                    self.engine.abort(request_id)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: int = Field(default=0, ge=-1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: int = Field(default=1, ge=1, le=1)  # one choice per request
+    repetition_penalty: float = Field(default=1.0, gt=0)
+    ignore_eos: bool = False
+    stream_options: dict[str, Any] | None = None
+
+
+class CompletionBody(_Body):
+    prompt: str | list[int]
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str
+
+
+class ChatBody(_Body):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
+
+
+def create_app(engine: AsyncEngine, model_name: str) -> FastAPI:
+    """The FastAPI application serving ``engine`` under the name ``model_name``."""
+    app = FastAPI(title="llm-course OpenAI-compatible server")
+    max_model_len = engine.engine.config.max_model_len
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(400, f"{where or 'request'}: {first.get('msg', 'invalid request')}", param=where or None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), "not_found_error" if exc.status_code == 404 else
+                      "invalid_request_error")
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
+                                            "owned_by": "llm-course", "max_model_len": max_model_len}]}
+
+    def check(body: _Body, prompt_ids: list[int], chat: bool) -> SamplingParams | JSONResponse:
+        if body.model != model_name:
+            return _error(404, f"The model `{body.model}` does not exist; this server has `{model_name}`.",
+                          "not_found_error", "model")
+        # OpenAI's defaults: 16 tokens for a completion, the rest of the context for a chat reply
+        max_tokens = body.max_tokens or (max(1, max_model_len - len(prompt_ids)) if chat else 16)
+        if not prompt_ids:
+            return _error(400, "the prompt is empty", param="prompt")
+        if len(prompt_ids) + max_tokens > max_model_len:
+            return _error(400, f"This model's maximum context length is {max_model_len} tokens; the prompt has "
+                               f"{len(prompt_ids)} and max_tokens asks for {max_tokens} more.", param="max_tokens")
+        try:
+            return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, seed=body.seed,
+                                  max_tokens=max_tokens, stop=body.stop or [], ignore_eos=body.ignore_eos,
+                                  repetition_penalty=body.repetition_penalty)
+        except ValueError as err:
+            return _error(400, str(err))
+
+    async def respond(request: Request, body: _Body, prompt_ids: list[int], chat: bool) -> Any:
+        params = check(body, prompt_ids, chat)
+        if isinstance(params, JSONResponse):
+            return params
+        try:
+            request_id, queue = engine.add(prompt_ids, params)
+        except ValueError as err:
+            return _error(400, str(err), param="prompt")
+        created = int(time.time())
+        if body.stream:
+            usage = bool((body.stream_options or {}).get("include_usage"))
+            events = _sse(engine.stream(request_id, queue), request_id, created, model_name, chat, params, usage)
+            return StreamingResponse(events, media_type="text/event-stream")
+        final, outputs = None, engine.stream(request_id, queue)
+        try:
+            async for out in outputs:
+                final = out
+                if await request.is_disconnected():
+                    break
+        finally:
+            await outputs.aclose()  # an unfinished request is aborted here, freeing its blocks
+        if final is None or not final.finished:
+            return _error(400, "the client disconnected before the reply was complete")
+        if final.outputs[0].finish_reason == "error":
+            return _error(500, "the engine failed while generating this reply", "server_error")
+        return _full_response(final, request_id, created, model_name, chat)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request, body: CompletionBody) -> Any:
+        prompt_ids = (body.prompt if isinstance(body.prompt, list)
+                      else engine.tokenizer(body.prompt, add_special_tokens=False)["input_ids"])
+        return await respond(request, body, list(prompt_ids), chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request, body: ChatBody) -> Any:
+        messages = [m.model_dump() for m in body.messages]
+        try:
+            text = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as err:  # a template may reject a role order; that is the client's to fix
+            return _error(400, f"messages could not be rendered with the chat template: {err}", param="messages")
+        return await respond(request, body, engine.tokenizer(text, add_special_tokens=False)["input_ids"], chat=True)
+
+    return app
+
+
+def _usage(out: RequestOutput) -> dict:
+    prompt, completion = len(out.prompt_token_ids), len(out.outputs[0].token_ids)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _full_response(out: RequestOutput, request_id: str, created: int, model: str, chat: bool) -> dict:
+    completion = out.outputs[0]
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": completion.text},
+                  "finish_reason": completion.finish_reason}
+    else:
+        choice = {"index": 0, "text": completion.text, "logprobs": None, "finish_reason": completion.finish_reason}
+    return {"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": model, "choices": [choice], "usage": _usage(out)}
+
+
+async def _sse(outputs: AsyncIterator[RequestOutput], request_id: str, created: int, model: str, chat: bool,
+               params: SamplingParams, include_usage: bool) -> AsyncIterator[str]:
+    """Server-sent events: a chunk per new piece of text. Text that could still turn out to be
+    the start of a stop string, or half of a multi-byte character, is held back until it is safe."""
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    hold = max((len(s) for s in params.stop), default=1) - 1
+    sent = 0
+
+    def chunk(text: str | None, finish: str | None, first: bool = False) -> str:
+        if chat:
+            delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        body = {"id": request_id, "object": obj, "created": created, "model": model, "choices": [choice]}
+        return f"data: {json.dumps(body)}\n\n"
+
+    if chat:
+        yield chunk(None, None, first=True)
+    last = None
+    async for out in outputs:
+        last = out
+        text = out.outputs[0].text
+        safe = len(text) if out.finished else max(sent, len(text) - hold)
+        while safe > sent and text[safe - 1] == "\ufffd":  # an incomplete character: wait for its other bytes
+            safe -= 1
+        if safe > sent or out.finished:
+            yield chunk(text[sent:safe], out.outputs[0].finish_reason if out.finished else None)
+            sent = safe
+    if include_usage and last is not None:
+        body = {"id": request_id, "object": obj, "created": created, "model": model, "choices": [],
+                "usage": _usage(last)}
+        yield f"data: {json.dumps(body)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def serve(model: str = "smollm2-135m-instruct", host: str = "127.0.0.1", port: int = 8000,
+          device: str = "cpu", **engine_args) -> None:
+    """Load ``model`` and serve it until interrupted (``llm-course serve``)."""
+    import uvicorn
+
+    from course_utils.serving.llm import LLM
+
+    engine = AsyncEngine(LLM(model, device=device, **engine_args).engine)
+    try:
+        uvicorn.run(create_app(engine, model), host=host, port=port, log_level="info")
+    finally:
+        engine.shutdown()

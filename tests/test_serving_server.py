@@ -1,0 +1,214 @@
+"""The OpenAI-compatible server, spoken to by the official openai client and by raw HTTP."""
+
+import asyncio
+import json
+import random
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from course_utils.serving import LLM, SamplingParams
+from course_utils.serving.server import AsyncEngine, create_app
+
+NAME = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def server():
+    llm = LLM(NAME, num_blocks=192, block_size=16, max_model_len=512, max_num_seqs=64)
+    engine = AsyncEngine(llm.engine)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(create_app(engine, NAME), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not uv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "engine": engine}
+    uv.should_exit = True
+    thread.join(timeout=10)
+    engine.shutdown()
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server["url"] + "/v1", api_key="not-needed", max_retries=0)
+
+
+def wait_until_idle(engine, timeout=60):
+    deadline = time.time() + timeout
+    while engine.engine.has_unfinished and time.time() < deadline:
+        time.sleep(0.05)
+    return not engine.engine.has_unfinished
+
+
+def test_models_and_a_greedy_completion_match_the_offline_engine(server, client):
+    assert [m.id for m in client.models.list().data] == [NAME]
+    reply = client.completions.create(model=NAME, prompt="The capital of France is", max_tokens=12, temperature=0)
+    offline_llm = LLM(NAME, num_blocks=16, block_size=16, max_model_len=256)  # the server's engine is busy elsewhere
+    offline = offline_llm.generate("The capital of France is", SamplingParams(temperature=0, max_tokens=12))[0]
+    assert reply.choices[0].text == offline.outputs[0].text
+    assert reply.choices[0].finish_reason == offline.outputs[0].finish_reason
+    assert reply.usage.prompt_tokens == len(offline.prompt_token_ids)
+    assert reply.usage.completion_tokens == len(offline.outputs[0].token_ids)
+
+
+def test_chat_streaming_adds_up_to_the_whole_reply(client):
+    messages = [{"role": "user", "content": "Name three colours."}]
+    whole = client.chat.completions.create(model=NAME, messages=messages, max_tokens=24, temperature=0)
+    stream = client.chat.completions.create(model=NAME, messages=messages, max_tokens=24, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    pieces, finish, usage = [], None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == whole.choices[0].message.content and whole.choices[0].message.role == "assistant"
+    assert finish == whole.choices[0].finish_reason and usage.total_tokens == whole.usage.total_tokens
+
+
+def test_stop_strings_are_never_streamed(client):
+    stream = client.completions.create(model=NAME, prompt="1, 2, 3, 4,", max_tokens=30, temperature=0,
+                                       stop=[", 8"], stream=True)
+    text = "".join(c.choices[0].text for c in stream if c.choices)
+    assert text == " 5, 6, 7"
+
+
+def test_bad_requests_get_openai_errors(server, client):
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="gpt-5", prompt="hi", max_tokens=2)
+    for bad in ({"max_tokens": -1}, {"temperature": 5}, {"top_p": 0}, {"n": 2}):
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model=NAME, prompt="hi", **bad)
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.completions.create(model=NAME, prompt="word " * 600, max_tokens=4)
+    raw = httpx.post(server["url"] + "/v1/chat/completions", content=b"{not json", timeout=10,
+                     headers={"content-type": "application/json"})
+    assert raw.status_code == 400 and set(raw.json()["error"]) >= {"message", "type"}
+
+
+def test_a_hundred_malformed_requests_never_get_a_5xx(server):
+    rng = random.Random(0)
+    bodies = [b"", b"[]", b"null", b"{", b'{"model": 3}', b'{"prompt": "x"}']
+    fields = {"model": [NAME, "nope", 7, None], "prompt": ["hi", "", 12, [1, 2], ["a", "b"], None],
+              "max_tokens": [-3, 0, "ten", 1.5, 10 ** 9, 2], "temperature": [-1, "hot", 9, 0.5],
+              "stream": ["yes", 3, False], "stop": [7, [""], ["ok"], {"a": 1}], "messages": ["hi", [{"role": 1}], []]}
+    for _ in range(94):
+        body = {k: rng.choice(v) for k, v in fields.items() if rng.random() < 0.6}
+        bodies.append(json.dumps(body).encode())
+    with httpx.Client(base_url=server["url"], timeout=60) as http:
+        for i, body in enumerate(bodies):
+            path = "/v1/completions" if i % 2 else "/v1/chat/completions"
+            response = http.post(path, content=body, headers={"content-type": "application/json"})
+            assert response.status_code < 500, (body, response.text)
+            if response.status_code >= 400:
+                assert "message" in response.json()["error"]
+        assert http.get("/v1/models").status_code == 200  # still up
+    assert wait_until_idle(server["engine"])
+
+
+def test_sixty_four_streaming_clients_with_random_disconnects_free_every_block(server):
+    rng = random.Random(1)
+    plans = [rng.choice([None, 1, 3]) for _ in range(64)]  # None: read to the end; k: leave after k chunks
+
+    async def one(http: httpx.AsyncClient, i: int, leave_after: int | None) -> str:
+        body = {"model": NAME, "prompt": f"Story number {i}: once upon a time", "max_tokens": 12,
+                "temperature": 0.8, "seed": i, "stream": True}
+        chunks = 0
+        async with http.stream("POST", "/v1/completions", json=body) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line == "data: [DONE]":
+                    return "done"
+                if line.startswith("data: "):
+                    chunks += 1
+                    if leave_after is not None and chunks >= leave_after:
+                        return "left"
+        return "cut"
+
+    async def main() -> list[str]:
+        async with httpx.AsyncClient(base_url=server["url"], timeout=120) as http:
+            return await asyncio.gather(*(one(http, i, plan) for i, plan in enumerate(plans)))
+
+    results = asyncio.run(main())
+    assert results.count("done") == plans.count(None) and "cut" not in results
+    engine = server["engine"]
+    assert wait_until_idle(engine)
+    assert engine.engine.manager.num_free_blocks == engine.engine.config.num_blocks
+
+
+def test_a_failing_engine_step_ends_the_requests_in_flight_and_the_server_recovers(server, client, monkeypatch):
+    runner = server["engine"].engine.runner
+    original = runner.run
+    calls = {"n": 0}
+
+    def fail_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated kernel failure")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run", fail_once)
+    with pytest.raises(openai.InternalServerError):
+        client.completions.create(model=NAME, prompt="Hello", max_tokens=4)
+    reply = client.completions.create(model=NAME, prompt="Hello", max_tokens=4, temperature=0)
+    assert reply.choices[0].finish_reason in ("length", "stop")
+    engine = server["engine"].engine
+    assert engine.manager.num_free_blocks == engine.config.num_blocks
+
+
+def test_llm_course_serve_binds_localhost_and_answers(tmp_path):
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "course_utils.cli", "serve", "--port", str(port),
+                             "--num-blocks", "64", "--max-model-len", "512"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline, models = time.time() + 90, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert models and models["data"][0]["id"] == NAME, proc.stderr.read().decode() if proc.poll() else ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = subprocess.run([sys.executable, "-m", "course_utils.cli", "serve", "--num-blocks", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "max_model_len" in bad.stderr
+
+
+def test_the_benchmark_client_measures_our_server(server, tmp_path):
+    from course_utils.serving.bench import run_benchmark
+
+    result = run_benchmark(server["url"] + "/v1", NAME, ["Hello there."] * 6, max_tokens=6, max_concurrency=3)
+    assert result["completed"] == 6 and result["failed"] == 0 and result["output_tokens"] == 36
+    assert 0 < result["ttft_ms"]["median"] <= result["e2e_ms"]["median"] and result["tpot_ms"]["mean"] > 0
+    assert result["ttft_ms"]["p95"] <= result["ttft_ms"]["p99"]
+    bad = run_benchmark(server["url"] + "/v1", "no-such-model", ["x"], max_tokens=2)
+    assert bad["failed"] == 1 and "404" in bad["errors"][0]
+
+
+def test_summary_percentiles_on_known_numbers():
+    from course_utils.serving.bench import RequestResult, summarise
+
+    results = [RequestResult(True, 5, 11, ttft=t / 100, e2e=t / 100 + 1.0) for t in range(1, 101)]
+    summary = summarise(results, duration_s=10.0)
+    assert summary["requests_per_s"] == 10.0 and summary["output_tokens_per_s"] == 110.0
+    assert summary["ttft_ms"]["median"] == pytest.approx(505.0) and summary["ttft_ms"]["p99"] == pytest.approx(990.1)
+    assert summary["tpot_ms"]["mean"] == pytest.approx(100.0)
