@@ -86,10 +86,10 @@ class LLMEngine:
 
     def step(self) -> list[Sequence]:
         """Run one step; returns the sequences that received a token (finished ones included)."""
-        seqs, is_prefill = self.scheduler.schedule()
+        seqs, num_decode = self.scheduler.schedule()
         if not seqs:
             return []
-        logits = self.runner.run(seqs, self.manager, is_prefill)
+        logits = self.runner.run(seqs, self.manager, num_decode)
         seen = [torch.tensor(s.token_ids) for s in seqs]
         tokens = sample(logits, [s.params for s in seqs], seen, [self._generators[s.seq_id] for s in seqs])
         now = time.perf_counter()

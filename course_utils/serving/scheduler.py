@@ -1,13 +1,15 @@
 """Which sequences run in the next engine step: continuous batching with a KV-block budget.
 
-Requests wait in arrival order (FCFS). Each step is either
+Requests wait in arrival order (FCFS). Each step carries
 
-* a **prefill** of as many waiting requests as fit: at most ``max_num_seqs`` running, at most
-  ``max_num_batched_tokens`` new tokens, and enough free KV blocks for each prompt; or
-* a **decode** of every running sequence, one token each.
+* a **decode** token for every running sequence, and
+* the **prefill** of as many waiting requests as fit beside them: at most ``max_num_seqs``
+  running, at most ``max_num_batched_tokens`` new tokens in the step, and enough free KV blocks
+  for each prompt.
 
-Prefills go first, so a new request starts at the next step instead of waiting for a whole batch
-to finish: that is *continuous* (iteration-level) batching, as in Orca (Yu et al. 2022) and vLLM.
+A new request therefore starts at the next step, in the same forward pass as the others' decode
+tokens, instead of waiting for a whole batch to finish: *continuous* (iteration-level) batching,
+as in Orca (Yu et al. 2022) and vLLM.
 When a decoding sequence needs a new block and none is free, the most recently arrived running
 sequence is **preempted**: its blocks are freed and it goes back to the front of the queue, to
 be recomputed from its tokens later (vLLM's recompute preemption). The oldest request always
@@ -43,18 +45,18 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def schedule(self) -> tuple[list[Sequence], bool]:
-        """The sequences of the next step and whether it is a prefill; ([], False) when idle."""
-        prefill = self._schedule_prefill()
-        if prefill:
-            return prefill, True
-        return self._schedule_decode(), False
+    def schedule(self) -> tuple[list[Sequence], int]:
+        """The sequences of the next step, running ones (one new token each) first, then newly
+        admitted ones (their whole uncomputed prompt), and how many of them are decoding."""
+        decode = self._schedule_decode()
+        prefill = self._schedule_prefill(self.max_num_batched_tokens - len(decode))
+        return decode + prefill, len(decode)
 
-    def _schedule_prefill(self) -> list[Sequence]:
-        scheduled, budget = [], self.max_num_batched_tokens
+    def _schedule_prefill(self, budget: int) -> list[Sequence]:
+        scheduled = []
         while self.waiting and len(self.running) + len(scheduled) < self.max_num_seqs:
             seq = self.waiting[0]
-            if (scheduled and len(seq) > budget) or not self.manager.can_allocate(seq):
+            if (scheduled or self.running) and len(seq) > budget or not self.manager.can_allocate(seq):
                 break
             self.waiting.popleft()
             self.manager.allocate(seq)

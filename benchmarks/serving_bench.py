@@ -1,0 +1,129 @@
+"""The serving engine against transformers' generate, one run on this machine (CPU here).
+
+Three measurements, all greedy with end-of-text ignored so every request produces exactly the
+tokens it asked for:
+
+1. **16 concurrent requests, 64 tokens each**: our engine (continuous batching over a paged KV
+   cache) against sequential ``generate``, one request at a time (throughput of the sequential
+   baseline measured on its first 4 requests: the same work per request, so the same tokens/s).
+   Target: at least 5x the output tokens/s.
+2. **mixed lengths**: 48 requests whose output lengths are drawn from 16 to 256, batch size 16
+   for both: transformers' static batches (each batch of 16 runs until its longest request is
+   done; the shorter ones ride along as padding) against the engine with ``max_num_seqs=16``
+   (a finished request's place is taken at the next step). Useful tokens/s, target 1.5x.
+3. **decode FLOP/s**: 2 x parameters FLOPs per generated token, at the engine's decode rate,
+   as a share of this machine's measured float32 matmul FLOP/s.
+
+Writes benchmarks/results/serving.json.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "serving.json"
+TARGET_CONCURRENT, TARGET_MIXED = 5.0, 1.5
+
+
+def _matmul_flops(n: int = 1024, repeats: int = 20) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    import torch
+
+    from course_utils.environment import machine_info
+    from course_utils.serving import LLM, SamplingParams
+    from course_utils.tasks import load_task
+
+    llm = LLM(num_blocks=1024, block_size=16, max_model_len=512, max_num_seqs=16)
+    hf_model, tokenizer = llm_hf()
+    questions = [r["question"] for r in load_task("arithmetic")]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                             add_generation_prompt=True) for q in questions]
+
+    def hf_generate(batch: list[str], new_tokens: int) -> None:
+        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            hf_model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                              pad_token_id=tokenizer.pad_token_id)
+
+    hf_generate(prompts[:2], 4)  # warm-up
+    llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4))
+
+    # 1. concurrency 16, 64 tokens each
+    start = time.perf_counter()
+    for p in prompts[:4]:
+        hf_generate([p], 64)
+    sequential_tps = 4 * 64 / (time.perf_counter() - start)
+    start = time.perf_counter()
+    outs = llm.generate(prompts[:16], SamplingParams(temperature=0, max_tokens=64, ignore_eos=True))
+    engine_s = time.perf_counter() - start
+    engine_tps = sum(len(o.outputs[0].token_ids) for o in outs) / engine_s
+    ttfts = sorted(o.metrics.time_to_first_token for o in outs)
+
+    # 2. mixed output lengths, batch size 16
+    rng = random.Random(0)
+    lengths = [rng.randint(16, 256) for _ in range(48)]
+    mixed = prompts[16:64]
+    start = time.perf_counter()
+    for i in range(0, len(mixed), 16):
+        hf_generate(mixed[i:i + 16], max(lengths[i:i + 16]))
+    static_s = time.perf_counter() - start
+    start = time.perf_counter()
+    outs = llm.generate(mixed, [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in lengths])
+    continuous_s = time.perf_counter() - start
+    assert [len(o.outputs[0].token_ids) for o in outs] == lengths
+    useful = sum(lengths)
+
+    # 3. decode FLOP/s against the machine's matmul FLOP/s
+    params = sum(p.numel() for p in hf_model.parameters())
+    matmul = _matmul_flops()
+    decode_flops = 2 * params * engine_tps
+
+    result = {
+        "machine": machine_info(),
+        "model": "smollm2-135m-instruct (float32)", "parameters": params,
+        "concurrent_16x64": {"sequential_generate_tokens_per_s": round(sequential_tps, 2),
+                             "engine_tokens_per_s": round(engine_tps, 2),
+                             "speedup": round(engine_tps / sequential_tps, 2),
+                             "engine_ttft_p50_s": round(ttfts[len(ttfts) // 2], 3),
+                             "engine_ttft_max_s": round(ttfts[-1], 3), "target": TARGET_CONCURRENT},
+        "mixed_lengths_48_batch16": {"output_lengths": {"min": min(lengths), "max": max(lengths), "sum": useful},
+                                     "static_batches_s": round(static_s, 2),
+                                     "continuous_batching_s": round(continuous_s, 2),
+                                     "static_useful_tokens_per_s": round(useful / static_s, 2),
+                                     "engine_useful_tokens_per_s": round(useful / continuous_s, 2),
+                                     "speedup": round(static_s / continuous_s, 2), "target": TARGET_MIXED},
+        "decode_flops": {"engine_decode_flops_per_s": round(decode_flops / 1e9, 2),
+                         "matmul_flops_per_s": round(matmul / 1e9, 2), "unit": "GFLOP/s",
+                         "share_of_matmul": round(decode_flops / matmul, 3),
+                         "note": "2 x parameters FLOPs per token at 16 concurrent requests"},
+    }
+    result["meets_target"] = (result["concurrent_16x64"]["speedup"] >= TARGET_CONCURRENT
+                              and result["mixed_lengths_48_batch16"]["speedup"] >= TARGET_MIXED)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    if not result["meets_target"]:
+        raise SystemExit("a speedup is below its target")
+
+
+def llm_hf():
+    from course_utils.models import load_model
+
+    return load_model("smollm2-135m-instruct", device="cpu")
+
+
+if __name__ == "__main__":
+    main()
