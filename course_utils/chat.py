@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-__all__ = ["Completion", "chat_inputs", "generate", "generate_batch"]
+__all__ = ["Completion", "chat_inputs", "find_stop", "generate", "generate_batch"]
 
 Messages = list[dict[str, str]]
 
@@ -65,6 +65,11 @@ def _left_padded(tokenizer, prompts: list[Messages | str], chat: bool, device) -
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def find_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index where the earliest of ``stops`` begins in ``text``; None if none occurs."""
+    return min((i for i in (text.find(s) for s in stops) if i >= 0), default=None)
 
 
 class _StopStrings(StoppingCriteria):
@@ -157,7 +162,7 @@ def generate_batch(
         end = next((i for i, t in enumerate(row) if t in eos_ids), None)
         ids = row if end is None else row[:end]
         text = tokenizer.decode(ids, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=None)
+        cut = find_stop(text, stop)
         if cut is not None:
             text = text[:cut]
             ids = _tokens_covering(tokenizer, ids, cut)

@@ -143,8 +143,10 @@ HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 
 def truncate_completion(text: str, stops: Sequence[str] = HUMANEVAL_STOPS) -> str:
     """``text`` up to the first stop sequence (all of it if none occurs)."""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
-    return text[:cut]
+    from course_utils.chat import find_stop
+
+    cut = find_stop(text, stops)
+    return text if cut is None else text[:cut]
 
 
 def humaneval_problems(limit: int | None = None) -> list[dict]:

@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from course_utils.chat import find_stop
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.model_runner import ModelRunner
 from course_utils.serving.sampling import SamplingParams, sample
@@ -111,7 +112,7 @@ class LLMEngine:
             return "stop"  # the stop token itself is not part of the output
         seq.output_token_ids.append(token)
         text = self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=None)
+        cut = find_stop(text, p.stop)
         seq.output_text = text if cut is None else text[:cut]
         if cut is not None:
             return "stop"
