@@ -8,6 +8,7 @@ sequence by one token and reports which ones changed, ``abort`` drops a request 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -22,17 +23,22 @@ from course_utils.transformer import Llama
 __all__ = ["EngineConfig", "LLMEngine"]
 
 
+@dataclass
 class EngineConfig:
     """Sizes of the engine: the KV pool and the per-step limits (vLLM's names)."""
 
-    def __init__(self, num_blocks: int = 512, block_size: int = 16, max_num_seqs: int = 64,
-                 max_num_batched_tokens: int = 2048, max_model_len: int = 2048, enable_prefix_caching: bool = True):
-        if num_blocks * block_size < max_model_len:
-            raise ValueError(f"the KV pool ({num_blocks} blocks of {block_size} tokens) must hold at least "
-                             f"max_model_len = {max_model_len} tokens, or a long request could never finish")
-        self.num_blocks, self.block_size = num_blocks, block_size
-        self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
-        self.max_model_len, self.enable_prefix_caching = max_model_len, enable_prefix_caching
+    num_blocks: int = 512
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 2048
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_blocks * self.block_size < self.max_model_len:
+            raise ValueError(f"the KV pool ({self.num_blocks} blocks of {self.block_size} tokens) must hold at "
+                             f"least max_model_len = {self.max_model_len} tokens, or a long request could never "
+                             "finish")
 
 
 class LLMEngine:
@@ -91,7 +97,8 @@ class LLMEngine:
         if not seqs:
             return []
         logits = self.runner.run(seqs, self.manager, num_decode)
-        seen = [torch.tensor(s.token_ids) for s in seqs]
+        no_history = torch.empty(0, dtype=torch.long)  # only the repetition penalty reads the history
+        seen = [torch.tensor(s.token_ids) if s.params.repetition_penalty != 1.0 else no_history for s in seqs]
         tokens = sample(logits, [s.params for s in seqs], seen, [self._generators[s.seq_id] for s in seqs])
         now = time.perf_counter()
         for seq, token in zip(seqs, tokens.tolist(), strict=True):
