@@ -4,16 +4,14 @@ import asyncio
 import json
 import random
 import socket
-import threading
 import time
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from course_utils.serving import LLM, SamplingParams
-from course_utils.serving.server import AsyncEngine, create_app
+from course_utils.serving.server import background_server
 
 NAME = "smollm2-135m-instruct"
 
@@ -21,20 +19,8 @@ NAME = "smollm2-135m-instruct"
 @pytest.fixture(scope="module")
 def server():
     llm = LLM(NAME, num_blocks=192, block_size=16, max_model_len=512, max_num_seqs=64)
-    engine = AsyncEngine(llm.engine)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(engine, NAME), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not uv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "engine": engine}
-    uv.should_exit = True
-    thread.join(timeout=10)
-    engine.shutdown()
+    with background_server(llm.engine, NAME) as url:
+        yield {"url": url.removesuffix("/v1"), "engine": llm.engine}
 
 
 @pytest.fixture
@@ -44,9 +30,9 @@ def client(server):
 
 def wait_until_idle(engine, timeout=60):
     deadline = time.time() + timeout
-    while engine.engine.has_unfinished and time.time() < deadline:
+    while engine.has_unfinished and time.time() < deadline:
         time.sleep(0.05)
-    return not engine.engine.has_unfinished
+    return not engine.has_unfinished
 
 
 def test_models_and_a_greedy_completion_match_the_offline_engine(server, client):
@@ -143,11 +129,11 @@ def test_sixty_four_streaming_clients_with_random_disconnects_free_every_block(s
     assert results.count("done") == plans.count(None) and "cut" not in results
     engine = server["engine"]
     assert wait_until_idle(engine)
-    assert engine.engine.manager.num_free_blocks == engine.engine.config.num_blocks
+    assert engine.manager.num_free_blocks == engine.config.num_blocks
 
 
 def test_a_failing_engine_step_ends_the_requests_in_flight_and_the_server_recovers(server, client, monkeypatch):
-    runner = server["engine"].engine.runner
+    runner = server["engine"].runner
     original = runner.run
     calls = {"n": 0}
 
@@ -162,7 +148,7 @@ def test_a_failing_engine_step_ends_the_requests_in_flight_and_the_server_recove
         client.completions.create(model=NAME, prompt="Hello", max_tokens=4)
     reply = client.completions.create(model=NAME, prompt="Hello", max_tokens=4, temperature=0)
     assert reply.choices[0].finish_reason in ("length", "stop")
-    engine = server["engine"].engine
+    engine = server["engine"]
     assert engine.manager.num_free_blocks == engine.config.num_blocks
 
 

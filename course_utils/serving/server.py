@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,7 +36,7 @@ from course_utils.serving.engine import LLMEngine
 from course_utils.serving.llm import RequestOutput, request_output
 from course_utils.serving.sampling import SamplingParams
 
-__all__ = ["AsyncEngine", "create_app", "serve"]
+__all__ = ["AsyncEngine", "background_server", "create_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +276,38 @@ async def _sse(outputs: AsyncIterator[RequestOutput], request_id: str, created: 
                 "usage": _usage(last)}
         yield f"data: {json.dumps(body)}\n\n"
     yield "data: [DONE]\n\n"
+
+
+@contextmanager
+def background_server(engine: LLMEngine, model_name: str, port: int | None = None,
+                      timeout_s: float = 30.0) -> Iterator[str]:
+    """Serve ``engine`` on 127.0.0.1 from a background thread (a notebook, a test); yields the
+    base URL for an OpenAI client, ``http://127.0.0.1:PORT/v1``, and stops the server on exit.
+
+    ``port=None`` takes a free port.
+    """
+    import uvicorn
+
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    async_engine = AsyncEngine(engine)
+    server = uvicorn.Server(uvicorn.Config(create_app(async_engine, model_name), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start on 127.0.0.1:{port} (is the port taken?)")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        async_engine.shutdown()
 
 
 def serve(model: str = "smollm2-135m-instruct", host: str = "127.0.0.1", port: int = 8000,
