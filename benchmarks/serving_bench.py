@@ -40,10 +40,9 @@ def _matmul_flops(n: int = 1024, repeats: int = 20) -> float:
 
 
 def main() -> None:
-    import torch
-
     from course_utils.environment import machine_info
     from course_utils.serving import LLM, SamplingParams
+    from course_utils.serving.baselines import static_batch_generate
     from course_utils.tasks import load_task
 
     llm = LLM(num_blocks=1024, block_size=16, max_model_len=512, max_num_seqs=16)
@@ -52,20 +51,11 @@ def main() -> None:
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                              add_generation_prompt=True) for q in questions]
 
-    def hf_generate(batch: list[str], new_tokens: int) -> None:
-        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            hf_model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                              pad_token_id=tokenizer.pad_token_id)
-
-    hf_generate(prompts[:2], 4)  # warm-up
+    static_batch_generate(hf_model, tokenizer, prompts[:2], 4)  # warm-up
     llm.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=4))
 
     # 1. concurrency 16, 64 tokens each
-    start = time.perf_counter()
-    for p in prompts[:4]:
-        hf_generate([p], 64)
-    sequential_tps = 4 * 64 / (time.perf_counter() - start)
+    sequential_tps = 4 * 64 / sum(static_batch_generate(hf_model, tokenizer, [p], 64).total_s for p in prompts[:4])
     start = time.perf_counter()
     outs = llm.generate(prompts[:16], SamplingParams(temperature=0, max_tokens=64, ignore_eos=True))
     engine_s = time.perf_counter() - start
@@ -76,10 +66,8 @@ def main() -> None:
     rng = random.Random(0)
     lengths = [rng.randint(16, 256) for _ in range(48)]
     mixed = prompts[16:64]
-    start = time.perf_counter()
-    for i in range(0, len(mixed), 16):
-        hf_generate(mixed[i:i + 16], max(lengths[i:i + 16]))
-    static_s = time.perf_counter() - start
+    static_s = sum(static_batch_generate(hf_model, tokenizer, mixed[i:i + 16], max(lengths[i:i + 16])).total_s
+                   for i in range(0, len(mixed), 16))
     start = time.perf_counter()
     outs = llm.generate(mixed, [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in lengths])
     continuous_s = time.perf_counter() - start

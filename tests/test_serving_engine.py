@@ -80,3 +80,35 @@ def test_vllm_backend_is_explained_without_a_gpu():
         pytest.skip("this machine has CUDA; the vLLM path is exercised by the GPU check instead")
     with pytest.raises(RuntimeError, match="vLLM|CUDA"):
         LLM(backend="vllm")
+
+
+def test_engines_built_from_one_model_share_its_weights(smollm2, reference):
+    from course_utils.transformer import Llama
+
+    model, tokenizer = smollm2
+    shared = Llama.from_hf(model)
+    plain = LLM.from_model(shared, tokenizer, num_blocks=64, block_size=8, max_model_len=256,
+                           enable_prefix_caching=False)
+    small = LLM.from_model(shared, tokenizer, num_blocks=16, block_size=4, max_model_len=64, max_num_seqs=2)
+    assert plain.engine.model is small.engine.model is shared
+    for llm in (plain, small):
+        outputs = llm.generate(PROMPTS[:3], GREEDY)
+        assert [o.outputs[0].token_ids for o in outputs] == [reference[p] for p in PROMPTS[:3]]
+
+
+def test_the_static_batch_baseline_produces_every_token_and_times_the_first(smollm2):
+    from course_utils.serving.baselines import static_batch_generate
+
+    model, tokenizer = smollm2
+    timing = static_batch_generate(model, tokenizer, PROMPTS[:3], 20)
+    assert timing.output_tokens == 3 * 20  # end-of-text is suppressed: no request stops early
+    assert 0 < timing.time_to_first_token_s < timing.total_s / 2
+    assert timing.tokens_per_s == pytest.approx(60 / timing.total_s)
+    tokenizer.padding_side = "right"
+    try:
+        with pytest.raises(ValueError, match="left-padded"):
+            static_batch_generate(model, tokenizer, PROMPTS[:2], 4)
+    finally:
+        tokenizer.padding_side = "left"
+    with pytest.raises(ValueError, match="at least one prompt"):
+        static_batch_generate(model, tokenizer, [], 4)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from course_utils.serving.engine import EngineConfig, LLMEngine
 from course_utils.serving.sampling import SamplingParams
 from course_utils.serving.sequence import Sequence
+from course_utils.transformer import Llama
 
 __all__ = ["LLM", "CompletionOutput", "RequestMetrics", "RequestOutput", "request_output"]
 
@@ -83,11 +84,23 @@ class LLM:
             self.tokenizer = self._vllm.get_tokenizer()
             return
         from course_utils.models import load_model
-        from course_utils.transformer import Llama
 
         config = EngineConfig(**engine_args)  # check the sizes before loading anything
-        hf_model, self.tokenizer = load_model(model, device=device)
-        self.engine = LLMEngine(Llama.from_hf(hf_model), self.tokenizer, config)
+        hf_model, tokenizer = load_model(model, device=device)
+        self._attach(Llama.from_hf(hf_model), tokenizer, config)
+
+    @classmethod
+    def from_model(cls, model: Llama, tokenizer, **engine_args) -> LLM:
+        """An engine around a model already loaded, so several engines (say, with and without
+        prefix caching) share one copy of the weights."""
+        llm = cls.__new__(cls)
+        llm.backend = "course"
+        llm._attach(model, tokenizer, EngineConfig(**engine_args))
+        return llm
+
+    def _attach(self, model: Llama, tokenizer, config: EngineConfig) -> None:
+        self.tokenizer = tokenizer
+        self.engine = LLMEngine(model, tokenizer, config)
 
     def generate(self, prompts: str | Seq[str] | Seq[dict],
                  sampling_params: SamplingParams | Seq[SamplingParams] | None = None) -> list[RequestOutput]:
