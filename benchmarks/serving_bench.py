@@ -28,19 +28,9 @@ RESULTS = Path(__file__).parent / "results" / "serving.json"
 TARGET_CONCURRENT, TARGET_MIXED = 5.0, 1.5
 
 
-def _matmul_flops(n: int = 1024, repeats: int = 20) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
-
-
 def main() -> None:
     from course_utils.environment import machine_info
+    from course_utils.roofline import matmul_flops
     from course_utils.serving import LLM, SamplingParams
     from course_utils.serving.baselines import static_batch_generate
     from course_utils.tasks import load_task
@@ -76,7 +66,7 @@ def main() -> None:
 
     # 3. decode FLOP/s against the machine's matmul FLOP/s
     params = sum(p.numel() for p in hf_model.parameters())
-    matmul = _matmul_flops()
+    matmul = matmul_flops()
     decode_flops = 2 * params * engine_tps
 
     result = {

@@ -1,0 +1,97 @@
+"""The roofline of a decode step: is it limited by memory bandwidth or by arithmetic?
+
+One decode step for a batch of B sequences multiplies every weight matrix by B vectors. It must
+read all the weights once (``weight_bytes``) and does about ``2 x params x B`` FLOPs, so
+
+    step time  >=  max(weight_bytes / bandwidth,  2 x params x B / peak_flops)
+
+For small B the first term wins: the step costs the same whatever B is, and batching more
+requests is free throughput (decode is *memory-bound*). Past the knee
+
+    B*  =  peak_flops x weight_bytes / (2 x params x bandwidth)
+
+the arithmetic wins and throughput stops growing with B (*compute-bound*). Attention's reads of
+the KV cache add to the memory side and grow with B x context; this model leaves them out.
+
+:func:`matmul_flops` and :func:`memory_bandwidth` measure the two limits on this machine;
+:func:`decode_step_seconds` times a real decode step of a :class:`~course_utils.transformer.Llama`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from course_utils.transformer import KVCache, Llama
+
+__all__ = ["decode_step_seconds", "knee_batch", "matmul_flops", "memory_bandwidth", "roofline_tokens_per_s"]
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def matmul_flops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
+    """FLOP/s of an (n, n) @ (n, n) matmul, best of ``repeats``: the arithmetic roof."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+
+    def run():
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return 2 * n ** 3 / _best_seconds(run, repeats)
+
+
+def memory_bandwidth(nbytes: int = 256 * 2 ** 20, repeats: int = 5, device: str = "cpu") -> float:
+    """Bytes/s of copying a buffer far larger than the caches (each byte read once, written once)."""
+    source = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    target = torch.empty_like(source)
+
+    def run():
+        target.copy_(source)
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return 2 * source.numel() * 4 / _best_seconds(run, repeats)
+
+
+def roofline_tokens_per_s(batch: int, params: float, weight_bytes: float, peak_flops: float,
+                          bandwidth: float) -> float:
+    """Tokens/s of a decode step at ``batch`` sequences if it ran at the roofline's limit."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    step = max(weight_bytes / bandwidth, 2 * params * batch / peak_flops)
+    return batch / step
+
+
+def knee_batch(params: float, weight_bytes: float, peak_flops: float, bandwidth: float) -> float:
+    """The batch size where a decode step turns from memory-bound to compute-bound."""
+    return peak_flops * weight_bytes / (2 * params * bandwidth)
+
+
+@torch.inference_mode()
+def decode_step_seconds(model: Llama, batch: int, context: int, repeats: int = 3) -> float:
+    """Best wall time of one decode step for ``batch`` sequences, each with ``context`` cached tokens.
+
+    The cache holds zeros rather than real keys and values: the time does not depend on them.
+    """
+    if batch < 1 or context < 0:
+        raise ValueError(f"need batch >= 1 and context >= 0, got {batch} and {context}")
+    weight = model.embed_tokens.weight
+    cache = KVCache(model.config, batch, context + 1, weight.dtype, weight.device)
+    ids = torch.zeros(batch, 1, dtype=torch.long, device=weight.device)
+
+    def step():
+        cache.length = context
+        model(ids, cache)
+
+    return _best_seconds(step, repeats)
