@@ -189,6 +189,11 @@ def test_the_benchmark_client_measures_our_server(server, tmp_path):
     bad = run_benchmark(server["url"] + "/v1", "no-such-model", ["x"], max_tokens=2)
     assert bad["failed"] == 1 and "404" in bad["errors"][0]
 
+    async def from_a_running_loop():  # as in a Jupyter cell, where an event loop is already running
+        return run_benchmark(server["url"] + "/v1", NAME, ["Hi."] * 2, max_tokens=3)
+
+    assert asyncio.run(from_a_running_loop())["output_tokens"] == 6
+
 
 def test_summary_percentiles_on_known_numbers():
     from course_utils.serving.bench import RequestResult, summarise

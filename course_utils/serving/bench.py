@@ -20,6 +20,7 @@ import json
 import math
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import httpx
@@ -123,11 +124,20 @@ async def _run(base_url: str, model: str, prompts: list[str], max_tokens: int, r
 
 def run_benchmark(base_url: str, model: str, prompts: list[str], max_tokens: int = 64,
                   request_rate: float = math.inf, max_concurrency: int | None = None, seed: int = 0) -> dict:
-    """Send every prompt (streaming) and return the summary, with the per-request results."""
+    """Send every prompt (streaming) and return the summary, with the per-request results.
+
+    Works from plain Python and from inside a running event loop (a notebook cell) alike.
+    """
     if not prompts or max_tokens < 1 or request_rate <= 0:
         raise ValueError("need at least one prompt, max_tokens >= 1 and request_rate > 0")
-    results, duration = asyncio.run(_run(base_url, model, prompts, max_tokens, request_rate, max_concurrency,
-                                         seed))
+    run = _run(base_url, model, prompts, max_tokens, request_rate, max_concurrency, seed)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a script or the command line
+        results, duration = asyncio.run(run)
+    else:  # called from a running event loop (a Jupyter cell): give the run a loop of its own in a thread
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            results, duration = pool.submit(asyncio.run, run).result()
     summary = summarise(results, duration)
     summary.update(base_url=base_url, model=model, num_prompts=len(prompts), max_tokens=max_tokens,
                    request_rate=request_rate if math.isfinite(request_rate) else "inf",
