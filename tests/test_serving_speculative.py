@@ -6,6 +6,7 @@ import torch
 from course_utils.serving.speculative import (
     ModelDraft,
     expected_tokens_per_step,
+    greedy_agreement,
     ngram_draft,
     speculative_generate,
     truncated_draft,
@@ -73,3 +74,17 @@ def test_truncated_draft_shares_the_targets_weights(target):
     assert draft.layers[0] is target.layers[0] and draft.lm_head.weight is target.lm_head.weight
     with pytest.raises(ValueError, match="n_layers"):
         truncated_draft(target, target.config.n_layers)
+
+
+def test_greedy_agreement_counts_the_positions_where_the_argmaxes_match(target, smollm2):
+    tokens = smollm2[1]("The quick brown fox jumps over the lazy dog. The quick brown fox",
+                        add_special_tokens=False)["input_ids"]
+    assert greedy_agreement(target, target, tokens, start=3) == 1.0
+
+    class Contrary(torch.nn.Module):  # predicts the target's least likely token everywhere
+        def forward(self, ids):
+            return -target(ids)
+
+    assert greedy_agreement(target, Contrary(), tokens, start=3) == 0.0
+    with pytest.raises(ValueError, match="start"):
+        greedy_agreement(target, target, tokens, start=len(tokens))

@@ -31,8 +31,8 @@ import torch
 
 from course_utils.transformer import KVCache, Llama
 
-__all__ = ["ModelDraft", "SpeculativeStats", "expected_tokens_per_step", "ngram_draft", "speculative_generate",
-           "truncated_draft", "verify"]
+__all__ = ["ModelDraft", "SpeculativeStats", "expected_tokens_per_step", "greedy_agreement", "ngram_draft",
+           "speculative_generate", "truncated_draft", "verify"]
 
 
 def expected_tokens_per_step(alpha: float, gamma: int) -> float:
@@ -96,6 +96,23 @@ def truncated_draft(model: Llama, n_layers: int) -> Llama:
     draft.layers = torch.nn.ModuleList(list(model.layers)[:n_layers])
     draft.inv_freq, draft.attention_factor = model.inv_freq, model.attention_factor
     return draft.eval()
+
+
+@torch.inference_mode()
+def greedy_agreement(target: Llama, draft: Llama, tokens: list[int], start: int) -> float:
+    """Share of the tokens from ``start`` on that the draft's argmax predicts as the target's does.
+
+    Both models read the same ``tokens`` (teacher forcing); position t's prediction is compared
+    for every t in [start - 1, len(tokens) - 1). Run on the target's own greedy continuation,
+    this is the acceptance rate alpha a greedy draft would see, at the cost of one forward pass
+    of each model instead of a whole speculative run.
+    """
+    if not 1 <= start < len(tokens):
+        raise ValueError(f"need 1 <= start < len(tokens) = {len(tokens)}, got {start}")
+    ids = torch.tensor([tokens], device=target.embed_tokens.weight.device)
+    want = target(ids)[0, start - 1:-1].argmax(-1)
+    got = draft(ids)[0, start - 1:-1].argmax(-1)
+    return float((want == got).float().mean())
 
 
 class ModelDraft:
