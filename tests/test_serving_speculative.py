@@ -79,12 +79,12 @@ def test_truncated_draft_shares_the_targets_weights(target):
 def test_greedy_agreement_counts_the_positions_where_the_argmaxes_match(target, smollm2):
     tokens = smollm2[1]("The quick brown fox jumps over the lazy dog. The quick brown fox",
                         add_special_tokens=False)["input_ids"]
-    assert greedy_agreement(target, target, tokens, start=3) == 1.0
+    assert greedy_agreement(target, [target], tokens, start=3) == [1.0]
 
     class Contrary(torch.nn.Module):  # predicts the target's least likely token everywhere
         def forward(self, ids):
             return -target(ids)
 
-    assert greedy_agreement(target, Contrary(), tokens, start=3) == 0.0
+    assert greedy_agreement(target, [Contrary(), target], tokens, start=3) == [0.0, 1.0]
     with pytest.raises(ValueError, match="start"):
-        greedy_agreement(target, target, tokens, start=len(tokens))
+        greedy_agreement(target, [target], tokens, start=len(tokens))

@@ -99,20 +99,19 @@ def truncated_draft(model: Llama, n_layers: int) -> Llama:
 
 
 @torch.inference_mode()
-def greedy_agreement(target: Llama, draft: Llama, tokens: list[int], start: int) -> float:
-    """Share of the tokens from ``start`` on that the draft's argmax predicts as the target's does.
+def greedy_agreement(target: Llama, drafts: list[Llama], tokens: list[int], start: int) -> list[float]:
+    """For each draft, the share of the tokens from ``start`` on whose argmax it predicts as the target does.
 
-    Both models read the same ``tokens`` (teacher forcing); position t's prediction is compared
+    Every model reads the same ``tokens`` (teacher forcing); position t's prediction is compared
     for every t in [start - 1, len(tokens) - 1). Run on the target's own greedy continuation,
     this is the acceptance rate alpha a greedy draft would see, at the cost of one forward pass
-    of each model instead of a whole speculative run.
+    per model instead of a whole speculative run.
     """
     if not 1 <= start < len(tokens):
         raise ValueError(f"need 1 <= start < len(tokens) = {len(tokens)}, got {start}")
     ids = torch.tensor([tokens], device=target.embed_tokens.weight.device)
     want = target(ids)[0, start - 1:-1].argmax(-1)
-    got = draft(ids)[0, start - 1:-1].argmax(-1)
-    return float((want == got).float().mean())
+    return [float((draft(ids)[0, start - 1:-1].argmax(-1) == want).float().mean()) for draft in drafts]
 
 
 class ModelDraft:
