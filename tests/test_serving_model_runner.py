@@ -1,0 +1,52 @@
+"""The paged model runner: decode groups, and attention through block tables against a plain cache."""
+
+import torch
+
+from course_utils.serving.block_manager import BlockManager
+from course_utils.serving.model_runner import MAX_DECODE_GROUPS, ModelRunner, decode_groups
+from course_utils.serving.sequence import Sequence
+from course_utils.transformer import KVCache, Llama, LlamaConfig
+
+
+def _allocated(lengths: list[int], manager: BlockManager) -> list[Sequence]:
+    seqs = [Sequence(list(range(1, n + 1))) for n in lengths]
+    for seq in seqs:
+        manager.allocate(seq)
+    return seqs
+
+
+def test_decode_groups_sort_by_length_and_pad_only_to_their_own_longest():
+    manager = BlockManager(64, 4, enable_prefix_caching=False)
+    lengths = [30, 3, 17, 9, 25, 5, 12, 21, 2, 14]
+    seqs = _allocated(lengths, manager)
+    groups = decode_groups(seqs, num_decode=8, block_size=4, device="cpu")  # the last two are prefills
+    assert len(groups) == min(MAX_DECODE_GROUPS, 2)
+    rows = torch.cat([g.rows for g in groups]).tolist()
+    assert sorted(rows) == list(range(8)) and [lengths[i] for i in rows] == sorted(lengths[:8])
+    for g in groups:
+        longest = max(lengths[i] for i in g.rows.tolist())
+        assert g.block_tables.shape == (len(g.rows), -(-longest // 4))
+        assert g.mask.shape == (len(g.rows), 1, 1, g.block_tables.shape[1] * 4)
+        assert g.mask.sum(-1).flatten().tolist() == [lengths[i] for i in g.rows.tolist()]
+    assert len(decode_groups(seqs, num_decode=1, block_size=4, device="cpu")) == 1
+
+
+def test_paged_decode_matches_a_contiguous_cache_for_sequences_of_different_lengths():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96)
+    model = Llama(config)
+    model.init_weights()
+    manager = BlockManager(64, 4, enable_prefix_caching=False)
+    runner = ModelRunner(model, 64, 4)
+    lengths = [3, 11, 6, 19, 1, 8, 14, 5, 9]
+    seqs = _allocated(lengths, manager)
+    runner.run(seqs, manager, num_decode=0)  # prefill every prompt
+    for seq in seqs:
+        seq.num_computed_tokens = len(seq)
+        seq.output_token_ids.append(7)
+        manager.append_slot(seq)
+    paged = runner.run(seqs, manager, num_decode=len(seqs))  # one decode step, several groups
+    for seq, logits in zip(seqs, paged, strict=True):
+        cache = KVCache(config, 1, len(seq))
+        expected = model(torch.tensor([seq.token_ids]), cache)[0, -1]
+        assert torch.allclose(logits, expected, atol=1e-5)
