@@ -128,8 +128,8 @@ class PagedKVCache:
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention) -> torch.Tensor:
         """q (1, H, N, hd), k and v (1, H_kv, N, hd) for the packed tokens -> (1, H, N, hd)."""
         b = self.batch
-        self.k[layer, b.slots] = k[0].transpose(0, 1)  # (N, H_kv, hd)
-        self.v[layer, b.slots] = v[0].transpose(0, 1)
+        self.k[layer].index_copy_(0, b.slots, k[0].transpose(0, 1))  # (N, H_kv, hd) into their slots
+        self.v[layer].index_copy_(0, b.slots, v[0].transpose(0, 1))
         out, d = [], b.num_decode
         if d:  # one query per decoding sequence, a group of sequences per call, padding masked
             # The H / H_kv query heads that share a key-value head become that head's H / H_kv
@@ -140,7 +140,8 @@ class PagedKVCache:
             for g in b.groups:
                 keys = self._gather(self.k[layer], g.block_tables).transpose(1, 2)  # (n, H_kv, L_group, hd)
                 values = self._gather(self.v[layer], g.block_tables).transpose(1, 2)
-                y[g.rows] = F.scaled_dot_product_attention(queries[g.rows], keys, values, attn_mask=g.mask)
+                group = F.scaled_dot_product_attention(queries.index_select(0, g.rows), keys, values, attn_mask=g.mask)
+                y.index_copy_(0, g.rows, group)
             out.append(y.reshape(d, -1, q.shape[-1]).transpose(0, 1)[None])  # (1, H, d, hd)
         for i in range(d, len(b.spans)):  # prefills: causal within the new tokens, after the cached ones
             (start, end), n = b.spans[i], int(b.context_lens[i])
