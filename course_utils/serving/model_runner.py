@@ -28,6 +28,7 @@ from course_utils.transformer import Llama
 __all__ = ["DecodeGroup", "ModelRunner", "PagedKVCache", "StepBatch"]
 
 MAX_DECODE_GROUPS = 4  # more groups pad less, but each costs a gather and an attention call per layer
+MIN_GROUP_SIZE = 4  # fewer sequences than this share one group: a call per pair would cost more than padding
 
 
 @dataclass
@@ -45,9 +46,9 @@ class DecodeGroup:
 
 def decode_groups(seqs: list[Sequence], num_decode: int, block_size: int, device) -> list[DecodeGroup]:
     """The first ``num_decode`` sequences, sorted by length and cut into up to MAX_DECODE_GROUPS
-    groups of (nearly) equal size."""
+    groups of (nearly) equal size, each of at least MIN_GROUP_SIZE sequences when there are enough."""
     order = sorted(range(num_decode), key=lambda i: len(seqs[i]))
-    n_groups = min(MAX_DECODE_GROUPS, -(-num_decode // 4))
+    n_groups = min(MAX_DECODE_GROUPS, -(-num_decode // MIN_GROUP_SIZE))
     groups = []
     for g in range(n_groups):
         rows = order[g * num_decode // n_groups:(g + 1) * num_decode // n_groups]
