@@ -34,13 +34,17 @@ MIXED_REQUESTS, BATCH = 96, 16
 
 def main() -> None:
     from course_utils.environment import machine_info
+    from course_utils.models import load_model
     from course_utils.roofline import matmul_flops
     from course_utils.serving import LLM, SamplingParams
     from course_utils.serving.baselines import static_batch_generate
     from course_utils.tasks import load_task
+    from course_utils.transformer import Llama
 
-    llm = LLM(num_blocks=1024, block_size=16, max_model_len=512, max_num_seqs=16)
-    hf_model, tokenizer = llm_hf()
+    hf_model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
+    # the engine runs a from-scratch copy of the same weights: one load serves both sides
+    llm = LLM.from_model(Llama.from_hf(hf_model), tokenizer, num_blocks=1024, block_size=16, max_model_len=512,
+                         max_num_seqs=16)
     questions = [r["question"] for r in load_task("arithmetic")]
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                              add_generation_prompt=True) for q in questions]
@@ -102,12 +106,6 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     if not result["meets_target"]:
         raise SystemExit("a speedup is below its target")
-
-
-def llm_hf():
-    from course_utils.models import load_model
-
-    return load_model("smollm2-135m-instruct", device="cpu")
 
 
 if __name__ == "__main__":
