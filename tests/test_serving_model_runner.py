@@ -37,7 +37,7 @@ def test_paged_decode_matches_a_contiguous_cache_for_sequences_of_different_leng
     model = Llama(config)
     model.init_weights()
     manager = BlockManager(64, 4, enable_prefix_caching=False)
-    runner = ModelRunner(model, 64, 4)
+    runner = ModelRunner(model, 64, 4, max_num_seqs=16)
     lengths = [3, 11, 6, 19, 1, 8, 14, 5, 9]
     seqs = _allocated(lengths, manager)
     runner.run(seqs, manager, num_decode=0)  # prefill every prompt

@@ -48,7 +48,8 @@ class LLMEngine:
         c = self.config
         self.manager = BlockManager(c.num_blocks, c.block_size, c.enable_prefix_caching)
         self.scheduler = Scheduler(self.manager, c.max_num_seqs, c.max_num_batched_tokens)
-        self.runner = ModelRunner(model, c.num_blocks, c.block_size)
+        self.runner = ModelRunner(model, c.num_blocks, c.block_size, c.max_num_seqs)
+        self.num_steps = 0  # forward passes run so far
         eos = tokenizer.eos_token_id
         self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [])
         self.requests: dict[str, Sequence] = {}
@@ -97,6 +98,7 @@ class LLMEngine:
         if not seqs:
             return []
         logits = self.runner.run(seqs, self.manager, num_decode)
+        self.num_steps += 1
         no_history = torch.empty(0, dtype=torch.long)  # only the repetition penalty reads the history
         seen = [torch.tensor(s.token_ids) if s.params.repetition_penalty != 1.0 else no_history for s in seqs]
         tokens = sample(logits, [s.params for s in seqs], seen, [self._generators[s.seq_id] for s in seqs])

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils.serving.block_manager import BlockManager
+from course_utils.serving.prepacked import can_prepack, prepacked_copy
 from course_utils.serving.sequence import Sequence
 from course_utils.transformer import Llama
 
@@ -154,10 +155,15 @@ class PagedKVCache:
 
 
 class ModelRunner:
-    """Owns the model and the KV pool; turns a scheduled batch into next-token logits."""
+    """Owns the model and the KV pool; turns a scheduled batch into next-token logits.
 
-    def __init__(self, model: Llama, num_blocks: int, block_size: int):
+    On the CPU the forward pass runs a copy of the model whose weight matrices are prepacked for
+    oneDNN (:mod:`~course_utils.serving.prepacked`), tuned for ``max_num_seqs`` rows.
+    """
+
+    def __init__(self, model: Llama, num_blocks: int, block_size: int, max_num_seqs: int):
         self.model = model
+        self.forward_model = prepacked_copy(model, max_num_seqs) if can_prepack(model) else model
         self.device = model.embed_tokens.weight.device
         self.cache = PagedKVCache(model, num_blocks, block_size, device=self.device)
 
@@ -167,7 +173,7 @@ class ModelRunner:
         batch = StepBatch.build(seqs, manager, num_decode, self.device)
         self.cache.batch = batch
         try:
-            logits = self.model(batch.ids[None], self.cache, positions=batch.positions, logits_at=batch.last)
+            logits = self.forward_model(batch.ids[None], self.cache, positions=batch.positions, logits_at=batch.last)
         finally:
             self.cache.batch = None
         return logits[0].float()

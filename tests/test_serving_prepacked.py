@@ -1,0 +1,51 @@
+"""Prepacked weights: the same products as nn.Linear, shared modules, never stale."""
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils.serving.prepacked import PrepackedLinear, can_prepack, prepacked_copy
+from course_utils.transformer import Llama, LlamaConfig
+
+pytestmark = pytest.mark.skipif(not can_prepack(nn.Linear(2, 2)), reason="this PyTorch build has no oneDNN packing")
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Equal up to float32 rounding of a different summation order."""
+    return actual.shape == expected.shape and bool((actual - expected).abs().max() <= 1e-5 * expected.abs().max())
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 17, 200])
+def test_a_prepacked_linear_computes_the_same_product_for_any_number_of_rows(rows):
+    torch.manual_seed(rows)
+    linear = nn.Linear(96, 160, bias=rows % 2 == 1)
+    packed = PrepackedLinear(linear, rows_hint=16)
+    x = torch.randn(2, rows, 96)
+    assert _close(packed(x), linear(x).detach())
+
+
+def test_a_prepacked_linear_follows_its_weight_when_it_changes():
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 48, bias=False)
+    packed, x = PrepackedLinear(linear, rows_hint=4), torch.randn(4, 32)
+    with torch.no_grad():
+        linear.weight.mul_(-2.0)  # an in-place update, as an optimizer step makes
+    assert _close(packed(x), linear(x).detach())
+    linear.weight = nn.Parameter(torch.randn(48, 32))  # a new tensor altogether
+    assert _close(packed(x), linear(x).detach())
+
+
+def test_the_prepacked_copy_shares_everything_but_the_linear_layers_and_gives_the_same_logits():
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96)
+    model = Llama(config)
+    model.init_weights()
+    fast = prepacked_copy(model, rows_hint=8)
+    assert fast.embed_tokens is model.embed_tokens and fast.norm is model.norm
+    assert fast.layers[1].input_layernorm is model.layers[1].input_layernorm
+    up = fast.layers[0].mlp.up_proj
+    assert isinstance(up, PrepackedLinear) and up.source is model.layers[0].mlp.up_proj
+    assert type(model.layers[0].mlp.up_proj) is nn.Linear and type(model.lm_head) is nn.Linear  # original untouched
+    ids = torch.randint(0, 64, (3, 10))
+    with torch.inference_mode():
+        assert _close(fast(ids), model(ids))
