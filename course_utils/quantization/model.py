@@ -1,0 +1,205 @@
+"""Quantizing a whole model: every linear layer's weight really stored in its quantized form.
+
+:func:`quantize_model` replaces each ``nn.Linear`` (except the output head) with a
+:class:`QuantizedLinear` that keeps only the packed data as buffers (so ``model_bytes`` measures
+the memory, it does not assume it) and computes with it: its forward pass dequantizes the
+weight, except ``llm.int8``, which multiplies in int8 with outlier decomposition. These are
+reference implementations for measuring quality and memory, not fast kernels: on a GPU, use a
+library's fused kernels (bitsandbytes, llama.cpp, GPTQ/Marlin kernels in vLLM).
+
+Schemes (name: bits per weight of the linear layers):
+
+* ``q8_0``, ``q4_0``, ``q4_1``: llama.cpp's GGUF blocks of 32 (8.5, 4.5, 5.0);
+* ``nf4``: QLoRA's NormalFloat with double-quantized scales (about 4.13);
+* ``int8``: per-channel absmax int8, weights only, computed in float (8 + 32 / in_features);
+* ``llm.int8``: the same weights, multiplied with LLM.int8() (int8 activations, outliers in float);
+* ``rtn4-g128``: round-to-nearest 4-bit, asymmetric, groups of 128 (4 + 2 x 32/128 = 4.5 stored here
+  as float32 scale and zero point);
+* ``gptq4-g128``: GPTQ 4-bit with the same groups (plus a group index per input column),
+  calibrated on ``calibration`` token ids, one transformer block after another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_utils.quantization.gguf_blocks import dequantize_gguf, quantize_gguf
+from course_utils.quantization.gptq import GPTQResult, HessianAccumulator, gptq_quantize, rtn_quantize
+from course_utils.quantization.integer import pack_nibbles, quantize_int, unpack_nibbles
+from course_utils.quantization.llm_int8 import int8_matmul
+from course_utils.quantization.nf4 import NF4Quantized, dequantize_nf4, quantize_nf4
+
+__all__ = ["SCHEMES", "QuantizedLinear", "dequantize_model", "model_bytes", "quantize_model"]
+
+SCHEMES = ("q8_0", "q4_0", "q4_1", "nf4", "int8", "llm.int8", "rtn4-g128", "gptq4-g128")
+GROUP = 128
+
+
+def _grouped_tensors(result: GPTQResult) -> dict[str, torch.Tensor]:
+    return {"packed": pack_nibbles(result.q), "scale": result.scale, "zero": result.zero,
+            "group_index": result.group_index.to(torch.int16)}
+
+
+def _grouped_weight(t: dict[str, torch.Tensor]) -> torch.Tensor:
+    return GPTQResult(unpack_nibbles(t["packed"]), t["scale"], t["zero"], t["group_index"].long(), 4).dequantize()
+
+
+def _nf4_tensors(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    q = quantize_nf4(weight)
+    return {"packed": q.packed, "absmax": q.absmax, "scale_absmax": q.scale_absmax, "offset": q.offset}
+
+
+def _int8_tensors(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    q = quantize_int(weight, 8, symmetric=True, granularity="channel")
+    return {"q": q.q, "scale": q.scale[:, 0]}
+
+
+def _quantizer(scheme: str) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    if scheme in ("q8_0", "q4_0", "q4_1"):
+        return lambda w: {"blocks": quantize_gguf(w, scheme)}
+    if scheme == "nf4":
+        return _nf4_tensors
+    if scheme in ("int8", "llm.int8"):
+        return _int8_tensors
+    if scheme == "rtn4-g128":
+        return lambda w: _grouped_tensors(rtn_quantize(w, 4, GROUP))
+    raise ValueError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
+
+
+class QuantizedLinear(nn.Module):
+    """A linear layer whose weight (out, in) exists only as the quantized buffers of ``scheme``."""
+
+    def __init__(self, scheme: str, in_features: int, out_features: int, tensors: dict[str, torch.Tensor],
+                 bias: torch.Tensor | None = None):
+        super().__init__()
+        self.scheme, self.in_features, self.out_features = scheme, in_features, out_features
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self._names = tuple(tensors)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, scheme: str, result: GPTQResult | None = None) -> QuantizedLinear:
+        """Quantize ``linear`` (or store an already computed GPTQ ``result``)."""
+        tensors = _grouped_tensors(result) if result is not None else _quantizer(scheme)(linear.weight.detach())
+        return cls(scheme, linear.in_features, linear.out_features, tensors, linear.bias)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self._names}
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The (out, in) float32 weight the stored data stands for."""
+        t = self._tensors()
+        if self.scheme in ("q8_0", "q4_0", "q4_1"):
+            weight = dequantize_gguf(t["blocks"], self.scheme)
+        elif self.scheme == "nf4":
+            shape = (self.out_features, self.in_features)
+            weight = dequantize_nf4(NF4Quantized(t["packed"], t["absmax"], shape, t["scale_absmax"], t["offset"]))
+        elif self.scheme in ("int8", "llm.int8"):
+            weight = t["q"].float() * t["scale"][:, None]
+        else:
+            weight = _grouped_weight(t)
+        return weight.reshape(self.out_features, self.in_features)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in) -> (..., out)."""
+        if self.scheme == "llm.int8":
+            out = int8_matmul(x, self.q, self.scale)
+            return out if self.bias is None else out + self.bias
+        return F.linear(x, self.dequantized_weight().to(x.dtype), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.scheme}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+def _linear_layers(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute name, layer) for every nn.Linear whose name does not end with one of ``skip``."""
+    found = []
+    for name, module in model.named_modules():
+        for child_name, child in module.named_children():
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, nn.Linear) and not full.endswith(skip):
+                found.append((module, child_name, child))
+    return found
+
+
+@torch.no_grad()
+def quantize_model(model: nn.Module, scheme: str, calibration: torch.Tensor | None = None,
+                   skip: tuple[str, ...] = ("lm_head",)) -> nn.Module:
+    """Replace the linear layers of ``model`` in place with :class:`QuantizedLinear`; returns it.
+
+    The output head (``lm_head``, often tied to the embeddings) stays in float, as in GPTQ and
+    llama.cpp's usual mixes. ``gptq4-g128`` needs ``calibration`` token ids (batch, length) and a
+    course :class:`~course_utils.transformer.Llama`.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
+    if scheme == "gptq4-g128":
+        return _gptq_model(model, calibration, skip)
+    for parent, name, linear in _linear_layers(model, skip):
+        setattr(parent, name, QuantizedLinear.from_linear(linear, scheme))
+    return model
+
+
+def _feeding(accumulator: HessianAccumulator):
+    """A forward hook that adds a layer's inputs to ``accumulator``."""
+    return lambda _module, inputs, _output: accumulator.add(inputs[0])
+
+
+def _gptq_model(model: nn.Module, calibration: torch.Tensor | None, skip: tuple[str, ...]) -> nn.Module:
+    """GPTQ block by block: each block is calibrated on the outputs of the blocks already quantized."""
+    from course_utils.rope import rope_cos_sin
+    from course_utils.transformer import Llama
+
+    if not isinstance(model, Llama):
+        raise TypeError("gptq4-g128 quantizes a course Llama (course_utils.transformer.Llama.from_hf(model))")
+    if calibration is None or calibration.dim() != 2:
+        raise ValueError("gptq4-g128 needs calibration token ids of shape (batch, length)")
+    positions = torch.arange(calibration.shape[1])
+    cos, sin = rope_cos_sin(positions, model.inv_freq, model.attention_factor)
+    hidden = model.embed_tokens(calibration)
+    for index, block in enumerate(model.layers):
+        layers = _linear_layers(block, skip)
+        accumulators = {id(linear): HessianAccumulator(linear.in_features) for _, _, linear in layers}
+        hooks = [linear.register_forward_hook(_feeding(accumulators[id(linear)])) for _, _, linear in layers]
+        try:
+            block(hidden, cos, sin, index, None)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for parent, name, linear in layers:
+            result = gptq_quantize(linear.weight, accumulators[id(linear)].hessian, 4, GROUP)
+            setattr(parent, name, QuantizedLinear.from_linear(linear, "gptq4-g128", result))
+        hidden = block(hidden, cos, sin, index, None)  # what the next block sees: quantized outputs
+    return model
+
+
+def dequantize_model(model: nn.Module) -> nn.Module:
+    """Replace every :class:`QuantizedLinear` in place with an ``nn.Linear`` of its dequantized weight."""
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, QuantizedLinear):
+                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                linear.weight.data = child.dequantized_weight()
+                if child.bias is not None:
+                    linear.bias.data = child.bias.clone()
+                setattr(module, child_name, linear)
+    return model
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer, counting shared (tied) tensors once."""
+    seen, total = set(), 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            total += tensor.numel() * tensor.element_size()
+    return total
