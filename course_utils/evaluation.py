@@ -1,5 +1,5 @@
-"""Scoring model outputs: diversity, long-context perplexity, multiple choice, exact match, pass@k,
-Bradley-Terry ratings."""
+"""Scoring model outputs: diversity, perplexity (plain and long-context), multiple choice, exact match,
+pass@k, Bradley-Terry ratings."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from scipy import optimize
 __all__ = [
     "HUMANEVAL_STOPS", "Ratings", "bradley_terry", "choice_from_text", "distinct_n", "exact_match", "humaneval_passes",
     "humaneval_problems", "late_window_perplexity", "mmlu_prompt", "option_logprobs", "option_logprobs_batch",
-    "pass_at_k", "truncate_completion",
+    "pass_at_k", "perplexity", "truncate_completion",
 ]
 
 
@@ -33,6 +33,24 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def perplexity(model, sequences: Sequence[torch.Tensor]) -> float:
+    """exp(mean negative log-likelihood) over every predicted token of ``sequences`` (each (T,) ids,
+    scored on its own: token t from tokens < t, the first token of each unscored).
+
+    ``model(ids)`` must return logits (1, T, V) or an object with ``.logits``.
+    """
+    total, count = 0.0, 0
+    for ids in sequences:
+        if ids.dim() != 1 or len(ids) < 2:
+            raise ValueError(f"each sequence must be 1-D with at least 2 tokens, got shape {tuple(ids.shape)}")
+        out = model(ids[None])
+        logits = getattr(out, "logits", out)[0, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits, ids[1:], reduction="sum"))
+        count += len(ids) - 1
+    return math.exp(total / count)
+
+
 def late_window_perplexity(model, ids: torch.Tensor, window: int, scored_fraction: float = 0.25) -> float:
     """Perplexity on the last ``scored_fraction`` of the first ``window`` tokens of ``ids`` (1, T).
 

@@ -1,4 +1,4 @@
-"""The course's own small task sets: arithmetic word problems, sentiment labels, multiple choice.
+"""The course's own small data sets: arithmetic word problems, sentiment labels, multiple choice, prose passages.
 
 Each set is a JSON-lines file in ``course_utils/data/`` with a datasheet in
 ``course_utils/data/README.md``. The arithmetic and sentiment sets are *generated* by the
@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["DATA_DIR", "arithmetic_problems", "load_task", "sentiment_texts"]
 
 DATA_DIR = Path(__file__).parent / "data"
-TASKS = ("arithmetic", "sentiment", "multiple_choice")
+TASKS = ("arithmetic", "sentiment", "multiple_choice", "passages")
 
 # (template, answer as a function of the drawn numbers); every answer is a non-negative integer.
 _ARITHMETIC = [
@@ -87,7 +87,8 @@ def sentiment_texts(seed: int = 0) -> list[dict]:
 
 
 def load_task(name: str) -> list[dict]:
-    """The records of one of the course's task sets: ``arithmetic``, ``sentiment`` or ``multiple_choice``."""
+    """The records of one of the course's data sets: ``arithmetic``, ``sentiment``, ``multiple_choice``
+    or ``passages`` (held-out prose for perplexity)."""
     if name not in TASKS:
         raise ValueError(f"unknown task set {name!r}; choose one of {', '.join(TASKS)}")
     with open(DATA_DIR / f"{name}.jsonl", encoding="utf-8") as f:

@@ -185,3 +185,25 @@ def test_truncate_completion_cuts_at_the_first_new_top_level_statement():
     assert truncate_completion(body + "\nprint(f(1))\n#x\n") == body
     assert truncate_completion(body) == body
     assert truncate_completion("    y = 1\n    # a comment inside stays\n    return y").endswith("return y")
+
+
+def test_perplexity_is_exp_of_the_mean_token_nll_over_all_sequences():
+    import math
+
+    import torch
+
+    from course_utils.evaluation import perplexity
+
+    vocab = 5
+
+    def uniform_then_certain(ids):  # predicts uniformly, except token 3 always follows token 2
+        logits = torch.zeros(1, ids.shape[1], vocab)
+        logits[0, ids[0] == 2, :] = torch.tensor([-1e9, -1e9, -1e9, 0.0, -1e9])
+        return logits
+
+    sequences = [torch.tensor([0, 1, 2, 3]), torch.tensor([4, 2, 3])]
+    # predicted tokens: 1, 2, 3 | 2, 3 -> uniform (log 5) for the two after a non-2, certain after each 2
+    expected = math.exp(3 * math.log(vocab) / 5)
+    assert perplexity(uniform_then_certain, sequences) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        perplexity(uniform_then_certain, [torch.tensor([1])])

@@ -35,6 +35,12 @@ def test_multiple_choice_format():
     assert {row["answer"] for row in rows} == set("ABCD")
 
 
+def test_passages_are_distinct_prose_of_a_few_hundred_words():
+    rows = load_task("passages")
+    assert len(rows) == 10 and len({r["title"] for r in rows}) == 10
+    assert all(150 <= len(r["text"].split()) <= 260 and r["text"].endswith(".") for r in rows)
+
+
 def test_unknown_task_is_explained():
-    with pytest.raises(ValueError, match="arithmetic, sentiment, multiple_choice"):
+    with pytest.raises(ValueError, match="arithmetic, sentiment, multiple_choice, passages"):
         load_task("mmlu")
