@@ -36,13 +36,15 @@ class HessianAccumulator:
     """``H = 2 / n * Σ x xᵀ`` over the n calibration rows fed to :meth:`add` (float64)."""
 
     def __init__(self, in_features: int):
-        self.sum = torch.zeros(in_features, in_features, dtype=torch.float64)
+        self.in_features = in_features
+        self.sum: torch.Tensor | None = None  # on the device of the first inputs
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
         """x (..., in_features): the inputs one batch sends into the layer."""
-        rows = x.detach().reshape(-1, x.shape[-1]).double()
-        self.sum += rows.T @ rows
+        rows = x.detach().reshape(-1, self.in_features).double()
+        product = rows.T @ rows
+        self.sum = product if self.sum is None else self.sum + product
         self.count += rows.shape[0]
 
     @property
@@ -84,7 +86,7 @@ def rtn_quantize(weight: torch.Tensor, bits: int = 4, group_size: int | None = 1
     params = [asymmetric_params(w[:, s:s + size].amin(1), w[:, s:s + size].amax(1), bits)
               for s in range(0, w.shape[1], size)]
     scale, zero = torch.stack([p[0] for p in params], 1), torch.stack([p[1] for p in params], 1)
-    group_index = torch.arange(w.shape[1]) // size
+    group_index = torch.arange(w.shape[1], device=w.device) // size
     q = round_asymmetric(w, scale[:, group_index], zero[:, group_index], bits)
     return GPTQResult(q, scale, zero, group_index, bits)
 
@@ -104,16 +106,18 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
     dead = torch.diag(H) == 0  # inputs that were always zero: their weights do not matter
     H[dead, dead] = 1
     Wt[dead] = 0
-    order = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(in_features)
+    device = Wt.device
+    order = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(in_features, device=device)
     Wt, H = Wt[order], H[order][:, order]
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(in_features, dtype=H.dtype)
-    H_inverse = torch.cholesky_solve(torch.eye(in_features, dtype=H.dtype), torch.linalg.cholesky(H))
+    identity = torch.eye(in_features, dtype=H.dtype, device=device)
+    H += damp * torch.mean(torch.diag(H)) * identity
+    H_inverse = torch.cholesky_solve(identity, torch.linalg.cholesky(H))
     Hinv = torch.linalg.cholesky(H_inverse, upper=True).float()
 
-    q = torch.zeros(in_features, out_features, dtype=torch.uint8)
+    q = torch.zeros(in_features, out_features, dtype=torch.uint8, device=device)
     n_groups = -(-in_features // size)
-    scale = torch.zeros(n_groups, out_features)
-    zero = torch.zeros(n_groups, out_features)
+    scale = torch.zeros(n_groups, out_features, device=device)
+    zero = torch.zeros(n_groups, out_features, device=device)
     for start in range(0, in_features, block_size):
         end = min(start + block_size, in_features)
         W1, Hinv1 = Wt[start:end].clone(), Hinv[start:end, start:end]
@@ -133,6 +137,6 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
 
     codes = torch.empty_like(q)
     codes[order] = q  # back to the original column order
-    group_index = torch.empty(in_features, dtype=torch.long)
-    group_index[order] = torch.arange(in_features) // size
+    group_index = torch.empty(in_features, dtype=torch.long, device=device)
+    group_index[order] = torch.arange(in_features, device=device) // size
     return GPTQResult(codes.T.contiguous(), scale.T.contiguous(), zero.T.contiguous(), group_index, bits)

@@ -76,6 +76,7 @@ def dynamic_map() -> torch.Tensor:
 def _nearest(scaled: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """Index of the level nearest to each value, as uint8: the count of midpoints between sorted
     levels that lie below it (a value exactly on a midpoint takes the lower level)."""
+    levels = levels.to(scaled.device)
     midpoints = (levels[:-1] + levels[1:]) / 2
     return torch.bucketize(scaled, midpoints).to(torch.uint8)
 
@@ -108,7 +109,7 @@ class NF4Quantized:
         """(n / 64,) float32 absmax of each block, decoding the double quantization if any."""
         if self.scale_absmax is None:
             return self.absmax
-        codes = dynamic_map()[self.absmax.long()]
+        codes = dynamic_map().to(self.absmax.device)[self.absmax.long()]
         padding = -len(codes) % SCALE_BLOCK
         codes = torch.cat([codes, codes.new_zeros(padding)]).reshape(-1, SCALE_BLOCK)
         return (codes * self.scale_absmax[:, None]).reshape(-1)[:self.absmax.numel()] + self.offset
@@ -133,5 +134,5 @@ def quantize_nf4(x: torch.Tensor, double_quant: bool = True) -> NF4Quantized:
 def dequantize_nf4(t: NF4Quantized) -> torch.Tensor:
     """The float32 tensor an :class:`NF4Quantized` stands for."""
     codes = torch.stack([t.packed >> 4, t.packed & 0x0F], dim=1).reshape(-1)
-    values = NF4_CODE[codes.long()].reshape(-1, NF4_BLOCK) * t.block_scales()[:, None]
+    values = NF4_CODE.to(t.packed.device)[codes.long()].reshape(-1, NF4_BLOCK) * t.block_scales()[:, None]
     return values.reshape(t.shape)

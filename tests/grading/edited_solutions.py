@@ -29,3 +29,19 @@ def grade_edited_solution(lab: str, edit: Callable[[str, str], str], tmp_path: P
     nbformat.write(nb, tmp_path / "student.ipynb")
     [result] = grade_submissions([tmp_path / "student.ipynb"], prepare_lab(solution_path, limits), tmp_path / "out")
     return {q.question: q for q in result.questions}
+
+
+def assert_hidden_cases_catch(lab: str, mistakes: dict[str, tuple[str, str]], tmp_path: Path, limits: Limits) -> None:
+    """Grade ``lab``'s solution with ``mistakes[question] = (right, wrong)`` replaced in each answer:
+    each question must fail a hidden case and keep some of its points (the public checks passed)."""
+
+    def edit(qid: str, source: str) -> str:
+        right, wrong = mistakes[qid]
+        assert right in source, f"the solution of {qid} changed: update the mistakes"
+        return source.replace(right, wrong)
+
+    by_q = grade_edited_solution(lab, edit, tmp_path, limits)
+    for qid in mistakes:
+        graded = by_q[qid]
+        assert graded.status == "failed" and 0 < graded.points < graded.max_points, (qid, graded)
+        assert "hidden case" in graded.reason
