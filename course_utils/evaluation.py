@@ -51,6 +51,7 @@ def perplexity(model, sequences: Sequence[torch.Tensor]) -> float:
     return math.exp(total / count)
 
 
+@torch.no_grad()
 def late_window_perplexity(model, ids: torch.Tensor, window: int, scored_fraction: float = 0.25) -> float:
     """Perplexity on the last ``scored_fraction`` of the first ``window`` tokens of ``ids`` (1, T).
 
