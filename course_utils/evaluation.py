@@ -33,7 +33,6 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def perplexity(model, sequences: Sequence[torch.Tensor]) -> float:
     """exp(mean negative log-likelihood) over every predicted token of ``sequences`` (each (T,) ids,
     scored on its own: token t from tokens < t, the first token of each unscored).
