@@ -43,10 +43,6 @@ class IntQuantized:
     bits: int
     group_size: int  # values per scale along the last dimension
 
-    @property
-    def symmetric(self) -> bool:
-        return self.zero_point is None
-
 
 def _grouped(x: torch.Tensor, granularity: Granularity, group_size: int | None) -> tuple[torch.Tensor, int]:
     """x (..., n) -> (rows, groups, values per group) and that group size."""
