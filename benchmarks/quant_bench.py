@@ -28,18 +28,11 @@ RESULTS = Path(__file__).parent / "results" / "quantization.json"
 Q8_0_LIMIT = 0.005  # relative perplexity increase
 
 
-def linear_bits_per_weight(model) -> float:
-    from course_utils.quantization import QuantizedLinear
-
-    layers = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
-    return 8 * sum(m.nbytes for m in layers) / sum(m.in_features * m.out_features for m in layers)
-
-
 def main() -> None:
     from course_utils.environment import machine_info
     from course_utils.evaluation import perplexity
     from course_utils.models import load_model
-    from course_utils.quantization import SCHEMES, model_bytes, quantize_model
+    from course_utils.quantization import SCHEMES, linear_bits_per_weight, model_bytes, quantize_model
     from course_utils.quantization.texts import calibration_batch, held_out_passages
     from course_utils.transformer import Llama
 

@@ -33,7 +33,7 @@ from course_utils.quantization.integer import pack_nibbles, quantize_int, unpack
 from course_utils.quantization.llm_int8 import int8_matmul
 from course_utils.quantization.nf4 import NF4Quantized, dequantize_nf4, quantize_nf4
 
-__all__ = ["SCHEMES", "QuantizedLinear", "dequantize_model", "model_bytes", "quantize_model"]
+__all__ = ["SCHEMES", "QuantizedLinear", "dequantize_model", "linear_bits_per_weight", "model_bytes", "quantize_model"]
 
 SCHEMES = ("q8_0", "q4_0", "q4_1", "nf4", "int8", "llm.int8", "rtn4-g128", "gptq4-g128")
 GROUP = 128
@@ -207,3 +207,11 @@ def model_bytes(model: nn.Module) -> int:
             seen.add(tensor.data_ptr())
             total += tensor.numel() * tensor.element_size()
     return total
+
+
+def linear_bits_per_weight(model: nn.Module) -> float:
+    """Stored bits per weight of the model's quantized layers: packed data, scales and all."""
+    layers = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    if not layers:
+        raise ValueError("the model has no quantized layers; call quantize_model first")
+    return 8 * sum(m.nbytes for m in layers) / sum(m.in_features * m.out_features for m in layers)
