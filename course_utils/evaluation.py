@@ -33,20 +33,28 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
 
 
 @torch.no_grad()
-def perplexity(model, sequences: Sequence[torch.Tensor]) -> float:
+def perplexity(model, sequences: Sequence[torch.Tensor], batch_size: int = 4) -> float:
     """exp(mean negative log-likelihood) over every predicted token of ``sequences`` (each (T,) ids,
     scored on its own: token t from tokens < t, the first token of each unscored).
 
-    ``model(ids)`` must return logits (1, T, V) or an object with ``.logits``.
+    ``model(ids)`` takes (B, T) ids and must return logits (B, T, V) or an object with ``.logits``.
+    Sequences go ``batch_size`` at a time, right-padded: a causal model's predictions for the real
+    tokens do not see the padding after them, and padded positions are not scored.
     """
-    total, count = 0.0, 0
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     for ids in sequences:
         if ids.dim() != 1 or len(ids) < 2:
             raise ValueError(f"each sequence must be 1-D with at least 2 tokens, got shape {tuple(ids.shape)}")
-        out = model(ids[None])
-        logits = getattr(out, "logits", out)[0, :-1].float()
-        total += float(torch.nn.functional.cross_entropy(logits, ids[1:], reduction="sum"))
-        count += len(ids) - 1
+    total, count = 0.0, 0
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start:start + batch_size]
+        batch = torch.nn.utils.rnn.pad_sequence(list(chunk), batch_first=True)
+        targets = torch.nn.utils.rnn.pad_sequence([ids[1:] for ids in chunk], batch_first=True, padding_value=-100)
+        out = model(batch)
+        logits = getattr(out, "logits", out)[:, :-1].float()
+        total += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="sum"))
+        count += sum(len(ids) - 1 for ids in chunk)
     return math.exp(total / count)
 
 

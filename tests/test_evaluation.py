@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 
 from course_utils.evaluation import (
@@ -106,7 +107,6 @@ def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
 
 
 def test_option_logprobs_equal_the_models_own_loss(smollm2):
-    import torch
 
     model, tokenizer = smollm2
     prompt = "Question: What is the capital of France?\nAnswer:"
@@ -144,7 +144,6 @@ def test_option_logprobs_batch_reuses_the_shared_prefix_without_changing_the_sco
 
 def option_logprobs_without_cache(model, tokenizer, prompt: str, options: list[str]) -> list[float]:
     """The definition, one full forward pass per option: sum of the option tokens' log-probabilities."""
-    import torch
 
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     scores = []
@@ -190,20 +189,31 @@ def test_truncate_completion_cuts_at_the_first_new_top_level_statement():
 def test_perplexity_is_exp_of_the_mean_token_nll_over_all_sequences():
     import math
 
-    import torch
-
     from course_utils.evaluation import perplexity
 
     vocab = 5
 
     def uniform_then_certain(ids):  # predicts uniformly, except token 3 always follows token 2
-        logits = torch.zeros(1, ids.shape[1], vocab)
-        logits[0, ids[0] == 2, :] = torch.tensor([-1e9, -1e9, -1e9, 0.0, -1e9])
+        logits = torch.zeros(*ids.shape, vocab)
+        logits[ids == 2] = torch.tensor([-1e9, -1e9, -1e9, 0.0, -1e9])
         return logits
 
     sequences = [torch.tensor([0, 1, 2, 3]), torch.tensor([4, 2, 3])]
     # predicted tokens: 1, 2, 3 | 2, 3 -> uniform (log 5) for the two after a non-2, certain after each 2
     expected = math.exp(3 * math.log(vocab) / 5)
-    assert perplexity(uniform_then_certain, sequences) == pytest.approx(expected)
+    for batch_size in (1, 2, 3):  # in one batch the second sequence is padded; padding is not scored
+        assert perplexity(uniform_then_certain, sequences, batch_size) == pytest.approx(expected)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         perplexity(uniform_then_certain, [torch.tensor([1])])
+    with pytest.raises(ValueError, match="batch_size"):
+        perplexity(uniform_then_certain, sequences, 0)
+
+
+def test_perplexity_in_padded_batches_equals_one_sequence_at_a_time(smollm2):
+    from course_utils.evaluation import perplexity
+
+    model, tokenizer = smollm2
+    texts = ["The river froze early that year.", "Seven lanterns hung over the quiet harbour at dusk, swaying."]
+    sequences = [torch.tensor(tokenizer(t)["input_ids"]) for t in texts]
+    one_at_a_time = perplexity(model, sequences, batch_size=1)
+    assert perplexity(model, sequences, batch_size=2) == pytest.approx(one_at_a_time, rel=1e-5)

@@ -35,6 +35,15 @@ def test_lazy_block_updates_give_the_same_codes_as_one_column_at_a_time():
     assert (one_block.q == blocks.q).float().mean() > 0.999
 
 
+def test_weights_stacked_on_one_hessian_quantize_as_each_would_alone():
+    weight, hessian, _ = _synthetic(3)  # as q, k and v share their input, and so its Hessian
+    parts = gptq_quantize(weight, hessian, 4, 16).split([20, 28])
+    for part, alone in zip(parts, (weight[:20], weight[20:]), strict=True):
+        single = gptq_quantize(alone, hessian, 4, 16)
+        assert (part.q == single.q).float().mean() > 0.999
+        assert torch.allclose(part.scale, single.scale) and torch.equal(part.group_index, single.group_index)
+
+
 def test_groups_follow_the_activation_order_and_decode_consistently():
     weight, hessian, _ = _synthetic(1)
     result = gptq_quantize(weight, hessian, 4, group_size=16, act_order=True)

@@ -71,6 +71,11 @@ class GPTQResult:
         g = self.group_index
         return (self.q.float() - self.zero[:, g]) * self.scale[:, g]
 
+    def split(self, sizes: list[int]) -> list[GPTQResult]:
+        """The results for consecutive runs of ``sizes`` output rows (of weights quantized stacked)."""
+        return [GPTQResult(q, scale, zero, self.group_index, self.bits) for q, scale, zero in
+                zip(self.q.split(sizes), self.scale.split(sizes), self.zero.split(sizes), strict=True)]
+
 
 def _group_size(in_features: int, group_size: int | None) -> int:
     """Columns per group (all of them without groups); a last, shorter group takes any remainder."""
@@ -111,32 +116,31 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, gr
     Wt, H = Wt[order], H[order][:, order]
     identity = torch.eye(in_features, dtype=H.dtype, device=device)
     H += damp * torch.mean(torch.diag(H)) * identity
-    H_inverse = torch.cholesky_solve(identity, torch.linalg.cholesky(H))
-    Hinv = torch.linalg.cholesky(H_inverse, upper=True).float()
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).float()
 
-    q = torch.zeros(in_features, out_features, dtype=torch.uint8, device=device)
+    q = torch.zeros(in_features, out_features, device=device)  # codes as floats until the end
     n_groups = -(-in_features // size)
     scale = torch.zeros(n_groups, out_features, device=device)
     zero = torch.zeros(n_groups, out_features, device=device)
     for start in range(0, in_features, block_size):
         end = min(start + block_size, in_features)
         W1, Hinv1 = Wt[start:end].clone(), Hinv[start:end, start:end]
-        errors = torch.zeros_like(W1)
+        pivots = Hinv1.diagonal().tolist()
+        errors = torch.empty_like(W1)
         for i in range(end - start):
             column = start + i
-            g = column // size
-            if column % size == 0:  # i == 0: W1 is Wt[start:end] and Wt is up to date
+            if column % size == 0:  # a group starts a block: W1 is Wt[start:end] and Wt is up to date
                 span = Wt[column:column + size]
-                scale[g], zero[g] = asymmetric_params(span.amin(0), span.amax(0), bits)
-            codes = round_asymmetric(W1[i], scale[g], zero[g], bits)
+                g_scale, g_zero = asymmetric_params(span.amin(0), span.amax(0), bits)
+                scale[column // size], zero[column // size] = g_scale, g_zero
+            codes = round_asymmetric(W1[i], g_scale, g_zero, bits, dtype=torch.float32)
             q[column] = codes
-            error = (W1[i] - (codes.float() - zero[g]) * scale[g]) / Hinv1[i, i]
-            W1[i:].addr_(Hinv1[i, i:], error, alpha=-1)  # spread the error over the columns still to come
-            errors[i] = error
+            error = torch.addcmul(W1[i], codes - g_zero, g_scale, value=-1, out=errors[i]).div_(pivots[i])
+            W1[i + 1:].addr_(Hinv1[i, i + 1:], error, alpha=-1)  # spread the error over the columns still to come
         Wt[end:].addmm_(Hinv[start:end, end:].T, errors, alpha=-1)
 
-    codes = torch.empty_like(q)
-    codes[order] = q  # back to the original column order
+    codes = torch.empty(in_features, out_features, dtype=torch.uint8, device=device)
+    codes[order] = q.to(torch.uint8)  # back to the original column order
     group_index = torch.empty(in_features, dtype=torch.long, device=device)
     group_index[order] = torch.arange(in_features, device=device) // size
     return GPTQResult(codes.T.contiguous(), scale.T.contiguous(), zero.T.contiguous(), group_index, bits)

@@ -94,9 +94,10 @@ def asymmetric_params(low: torch.Tensor, high: torch.Tensor, bits: int) -> tuple
     return scale, torch.clamp(torch.round(-low / scale), 0, top)
 
 
-def round_asymmetric(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int) -> torch.Tensor:
-    """``clamp(round(x / scale) + zero_point, 0, 2**bits - 1)`` as uint8 (scale, zero_point broadcast to x)."""
-    return torch.clamp(torch.round(x / scale) + zero_point, 0, 2 ** bits - 1).to(torch.uint8)
+def round_asymmetric(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int,
+                     dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """``clamp(round(x / scale) + zero_point, 0, 2**bits - 1)`` as ``dtype`` (scale, zero_point broadcast to x)."""
+    return torch.round(x / scale).add_(zero_point).clamp_(0, 2 ** bits - 1).to(dtype)
 
 
 def dequantize_int(t: IntQuantized) -> torch.Tensor:

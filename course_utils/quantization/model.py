@@ -153,13 +153,20 @@ def quantize_model(model: nn.Module, scheme: str, calibration: torch.Tensor | No
     return model
 
 
-def _feeding(accumulator: HessianAccumulator):
-    """A forward hook that adds a layer's inputs to ``accumulator``."""
-    return lambda _module, inputs, _output: accumulator.add(inputs[0])
+def _recording(inputs: dict[int, torch.Tensor]):
+    """A forward hook that keeps the tensor a layer read in ``inputs``, under the layer's id."""
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        inputs[id(module)] = args[0]
+    return hook
 
 
 def _gptq_model(model: nn.Module, calibration: torch.Tensor | None, skip: tuple[str, ...]) -> nn.Module:
-    """GPTQ block by block: each block is calibrated on the outputs of the blocks already quantized."""
+    """GPTQ block by block: each block is calibrated on the outputs of the blocks already quantized.
+
+    Layers that read the same tensor (q, k and v; gate and up) share its Hessian, so their weights
+    are quantized stacked, in one pass: GPTQ treats output rows independently, so this gives what
+    quantizing them one by one would, with one matrix inverse instead of three.
+    """
     from course_utils.rope import rope_cos_sin
     from course_utils.transformer import Llama
 
@@ -171,17 +178,25 @@ def _gptq_model(model: nn.Module, calibration: torch.Tensor | None, skip: tuple[
     cos, sin = rope_cos_sin(positions, model.inv_freq, model.attention_factor)
     hidden = model.embed_tokens(calibration)
     for index, block in enumerate(model.layers):
-        layers = _linear_layers(block, skip)
-        accumulators = {id(linear): HessianAccumulator(linear.in_features) for _, _, linear in layers}
-        hooks = [linear.register_forward_hook(_feeding(accumulators[id(linear)])) for _, _, linear in layers]
+        layers, inputs = _linear_layers(block, skip), {}
+        hooks = [linear.register_forward_hook(_recording(inputs)) for _, _, linear in layers]
         try:
             block(hidden, cos, sin, index, None)
         finally:
             for hook in hooks:
                 hook.remove()
+        readers: dict[int, list[tuple[nn.Module, str, nn.Linear]]] = {}
         for parent, name, linear in layers:
-            result = gptq_quantize(linear.weight, accumulators[id(linear)].hessian, 4, GROUP, damp=GPTQ_DAMP)
-            setattr(parent, name, QuantizedLinear.from_linear(linear, "gptq4-g128", result))
+            readers.setdefault(id(inputs[id(linear)]), []).append((parent, name, linear))
+        for group in readers.values():
+            accumulator = HessianAccumulator(group[0][2].in_features)
+            accumulator.add(inputs[id(group[0][2])])
+            stacked = torch.cat([linear.weight for _, _, linear in group])
+            result = gptq_quantize(stacked, accumulator.hessian, 4, GROUP, damp=GPTQ_DAMP)
+            parts = result.split([linear.out_features for _, _, linear in group])
+            for (parent, name, linear), rows in zip(group, parts, strict=True):
+                setattr(parent, name, QuantizedLinear.from_linear(linear, "gptq4-g128", rows))
+        inputs.clear()
         hidden = block(hidden, cos, sin, index, None)  # what the next block sees: quantized outputs
     return model
 
