@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from course_utils.quantization.model import SCHEMES, QuantizedLinear, dequantize_model, model_bytes, quantize_model
@@ -81,3 +82,24 @@ def test_wrong_use_is_refused_with_a_reason():
         quantize_model(_model(), "gptq4-g128")
     with pytest.raises(TypeError, match="course Llama"):
         quantize_model(nn.Sequential(nn.Linear(8, 8)), "gptq4-g128", calibration=_ids())
+
+
+@pytest.mark.parametrize("scheme", ["nf4", "q4_0"])
+def test_training_through_a_quantized_layer_keeps_no_float_weight_for_backward(scheme):
+    torch.manual_seed(0)
+    layer = QuantizedLinear.from_linear(nn.Linear(128, 64), scheme)
+
+    def forward_saving(function):
+        """function's output for an input that needs a gradient, and the sizes of the tensors autograd saved."""
+        x = torch.randn(5, 128, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = function(x)
+        out.pow(2).sum().backward()
+        return x.grad, saved
+
+    grad, saved = forward_saving(layer)
+    plain_grad, plain_saved = forward_saving(lambda x: F.linear(x, layer.dequantized_weight(), layer.bias))
+    assert torch.allclose(grad, plain_grad, atol=1e-5)
+    assert max(plain_saved) == 128 * 64  # F.linear keeps the float weight for the input's gradient ...
+    assert max(saved, default=0) < 128 * 64  # ... the quantized layer rebuilds it in backward instead

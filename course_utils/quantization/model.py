@@ -74,6 +74,24 @@ def _quantizer(scheme: str) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]
     raise ValueError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
 
 
+class _DequantizedMatmul(torch.autograd.Function):
+    """``x Wᵀ`` with W de-quantized in the forward pass and again in the backward pass.
+
+    Plain ``F.linear`` would keep the float32 weight alive for the backward pass, so training
+    through quantized layers (QLoRA) would hold a float32 copy of every weight and lose the
+    memory it quantized for. This keeps only the packed data and rebuilds W when it is needed.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: QuantizedLinear) -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.dequantized_weight().to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad_output @ ctx.layer.dequantized_weight().to(grad_output.dtype), None
+
+
 class QuantizedLinear(nn.Module):
     """A linear layer whose weight (out, in) exists only as the quantized buffers of ``scheme``."""
 
@@ -109,6 +127,14 @@ class QuantizedLinear(nn.Module):
             weight = _grouped_weight(t)
         return weight.reshape(self.out_features, self.in_features)
 
+    def to_linear(self) -> nn.Linear:
+        """An ``nn.Linear`` holding the de-quantized weight (float32) and the bias."""
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        linear.weight.data = self.dequantized_weight()
+        if self.bias is not None:
+            linear.bias.data = self.bias.clone()
+        return linear
+
     @property
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers())
@@ -117,6 +143,9 @@ class QuantizedLinear(nn.Module):
         """x (..., in) -> (..., out)."""
         if self.scheme == "llm.int8":
             out = int8_matmul(x, self.q, self.scale)
+            return out if self.bias is None else out + self.bias
+        if torch.is_grad_enabled() and x.requires_grad:  # training through this layer (QLoRA)
+            out = _DequantizedMatmul.apply(x, self)
             return out if self.bias is None else out + self.bias
         return F.linear(x, self.dequantized_weight().to(x.dtype), self.bias)
 
@@ -206,11 +235,7 @@ def dequantize_model(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, QuantizedLinear):
-                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
-                linear.weight.data = child.dequantized_weight()
-                if child.bias is not None:
-                    linear.bias.data = child.bias.clone()
-                setattr(module, child_name, linear)
+                setattr(module, child_name, child.to_linear())
     return model
 
 
