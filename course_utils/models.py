@@ -225,6 +225,7 @@ def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     device: str | torch.device = "auto",
     dtype: torch.dtype | None = None,
+    load_in_4bit: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal language model and its tokenizer, ready for inference.
 
@@ -233,6 +234,9 @@ def load_model(
             Face folder, a ``.gguf`` file, or a Hub id (needs network or a warm HF cache).
         device: ``"auto"`` (:func:`best_device`), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
         dtype: weight dtype; default float32 on CPU/MPS and bfloat16 on CUDA.
+        load_in_4bit: on CUDA only, store the linear layers in NF4 with double quantization through
+            bitsandbytes (computing in ``dtype``), as QLoRA does; the CPU equivalent is
+            :func:`course_utils.finetune.prepare_qlora`.
 
     Returns:
         ``(model, tokenizer)``: the model in eval mode on ``device``; the tokenizer pads on
@@ -244,14 +248,26 @@ def load_model(
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
     source, kwargs = _source_for(name_or_path)
+    model_kwargs = dict(kwargs)
+    if load_in_4bit:
+        if dev.type != "cuda":
+            raise ValueError(f"load_in_4bit needs a CUDA device (bitsandbytes' 4-bit kernels), got {dev}; on a CPU "
+                             "quantize with course_utils.quantization or course_utils.finetune.prepare_qlora")
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+        model_kwargs["device_map"] = {"": dev}
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **model_kwargs)
     except OSError as err:
         if _is_hub_id(source):
             raise _hub_hint(source, err) from err
         raise
     tokenizer = _tokenizer_from(source, kwargs)
-    model.to(dev).eval()
+    if not load_in_4bit:  # a 4-bit model is placed by device_map and cannot be moved
+        model.to(dev)
+    model.eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -2,28 +2,20 @@
 
 import random
 from collections import deque
-from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
+from lab_solutions import solution_namespace
 
-from course_utils.grading.spec import course_meta
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.sampling import top_p_mask
 from course_utils.serving.sequence import Sequence
 
-SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "04_serving_lab.ipynb"
-
 
 @pytest.fixture(scope="module")
 def lab():
-    space = {"deque": deque, "np": np}
-    for cell in nbformat.read(SOLUTION, as_version=4).cells:
-        if "question" in course_meta(cell):
-            exec(cell.source, space)
-    return space
+    return solution_namespace("04_serving_lab.ipynb", {"deque": deque, "np": np})
 
 
 @pytest.mark.parametrize("seed", range(5))

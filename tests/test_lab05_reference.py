@@ -1,26 +1,17 @@
 """Lab 05's reference solution agrees with gguf's Q4_0 bytes and with course_utils.quantization."""
 
-from pathlib import Path
-
-import nbformat
 import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType, quants
+from lab_solutions import solution_namespace
 
-from course_utils.grading.spec import course_meta
 from course_utils.quantization.integer import quantize_int
-
-SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "05_quantization_lab.ipynb"
 
 
 @pytest.fixture(scope="module")
 def lab():
-    space = {"np": np}
-    for cell in nbformat.read(SOLUTION, as_version=4).cells:
-        if "question" in course_meta(cell):
-            exec(cell.source, space)
-    return space
+    return solution_namespace("05_quantization_lab.ipynb", {"np": np})
 
 
 def test_q4_0_blocks_are_the_bytes_of_gguf(lab):

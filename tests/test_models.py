@@ -78,6 +78,8 @@ def test_bad_device_and_dtype_are_rejected_before_loading():
         models.load_model(device="tpu9")
     with pytest.raises(TypeError, match="torch.dtype"):
         models.load_model(dtype="float32")
+    with pytest.raises(ValueError, match="load_in_4bit needs a CUDA device.*prepare_qlora"):
+        models.load_model(device="cpu", load_in_4bit=True)
 
 
 def test_best_device_prefers_cuda_then_mps_then_cpu(monkeypatch):

@@ -21,8 +21,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["FIELDS", "INSTRUCTION", "Booking", "ExtractionScore", "booking_messages", "make_bookings", "parse_answer",
-           "score_extractions", "with_label_noise"]
+from course_utils.chat import generate_batch
+
+__all__ = ["FIELDS", "INSTRUCTION", "Booking", "ExtractionScore", "booking_messages", "extract", "make_bookings",
+           "parse_answer", "score_extractions", "with_label_noise"]
 
 FIELDS = ("name", "guests", "date", "time")
 INSTRUCTION = "Extract the booking as one line of JSON with the keys name, guests, date and time."
@@ -89,6 +91,13 @@ def booking_messages(booking: Booking, with_answer: bool = True,
     if with_answer:
         chat.append({"role": "assistant", "content": booking.answer_text})
     return chat
+
+
+def extract(model, tokenizer, bookings: Sequence[Booking], examples: Sequence[Booking] = (),
+            max_new_tokens: int = 48) -> list[str]:
+    """The model's greedy replies to the ``bookings``' messages, with ``examples`` as few-shot turns."""
+    prompts = [booking_messages(b, with_answer=False, examples=examples) for b in bookings]
+    return [c[0].text for c in generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens)]
 
 
 def _to_24_hours(time: str) -> str:
