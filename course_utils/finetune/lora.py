@@ -62,10 +62,6 @@ class LoRAConfig:
         if not self.targets:
             raise ValueError("targets is empty: name the layers to adapt, e.g. ('q_proj', 'v_proj')")
 
-    @property
-    def scaling(self) -> float:
-        return self.alpha / self.r
-
 
 class LoRALinear(nn.Module):
     """``base(x) + B(A(dropout(x))) · α/r`` with ``base`` frozen.

@@ -153,7 +153,6 @@ class SFTHistory:
     lr: list[float] = field(default_factory=list)
     eval_loss: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
     seconds: float = 0.0
-    tokens: int = 0  # every token the model read, padding excluded
 
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
@@ -219,7 +218,6 @@ def train_sft(model, train: Sequence[SFTExample], config: SFTConfig, pad_id: int
         model.train()
         micro_batches = [[train[i] for i in next(batches)] for _ in range(config.accumulation)]
         total = accumulate_gradients(model, micro_batches, pad_id)
-        history.tokens += sum(len(e.input_ids) for batch in micro_batches for e in batch)
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         history.lr.append(schedule.get_last_lr()[0])
         optimizer.step()
