@@ -26,6 +26,9 @@ from course_utils import assets
 
 __all__ = [
     "EncodingFallbackWarning",
+    "OPENAI_TOKENS_PER_MESSAGE",
+    "OPENAI_REPLY_PRIMING",
+    "count_chat_tokens",
     "count_tokens",
     "get_encoding",
     "token_cost",
@@ -147,6 +150,37 @@ def count_tokens(text: str, model: Any = "gpt-4o") -> int:
     if isinstance(tok, tiktoken.Encoding):
         return len(tok.encode(text, disallowed_special=()))
     return len(tok.encode(text, add_special_tokens=False))
+
+
+# OpenAI's chat format wraps each message in a few tokens of markup (the role, separators) and
+# primes the reply with three more; a "name" field costs one token beyond its text. These are the
+# figures OpenAI's cookbook gives for its gpt-3.5-turbo-0613 / gpt-4 / gpt-4o family.
+OPENAI_TOKENS_PER_MESSAGE = 3
+OPENAI_TOKENS_PER_NAME = 1
+OPENAI_REPLY_PRIMING = 3
+
+
+def count_chat_tokens(messages: list[dict[str, str]], model: Any = "gpt-4o") -> int:
+    """Prompt tokens of a chat ``messages`` list, formatting included.
+
+    For OpenAI model names (tiktoken) this is the cookbook's rule: 3 tokens per message, the
+    tokens of every field's text, 1 more per ``name`` and 3 that prime the reply. For a Hugging
+    Face model or tokenizer it is exact: the length of the prompt its own chat template renders,
+    with the generation prompt that asks for the reply.
+    """
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise TypeError("messages must be a list of dicts, each with a 'role' (and usually 'content')")
+    tok = tokenizer_for(model)
+    if isinstance(tok, tiktoken.Encoding):
+        total = OPENAI_REPLY_PRIMING
+        for message in messages:
+            total += OPENAI_TOKENS_PER_MESSAGE
+            for key, value in message.items():
+                total += len(tok.encode(str(value), disallowed_special=()))
+                total += OPENAI_TOKENS_PER_NAME if key == "name" else 0
+        return total
+    ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
 def token_cost(n_tokens: int, usd_per_million_tokens: float) -> float:

@@ -61,3 +61,23 @@ def test_token_cost():
     assert tokens.token_cost(128_000, 2.5) == pytest.approx(0.32)
     with pytest.raises(ValueError):
         tokens.token_cost(-1, 1.0)
+
+
+def test_chat_tokens_follow_openais_per_message_rule():
+    enc = tokens.get_encoding("cl100k_base")
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi!", "name": "ann"}]
+    texts = ["system", "You are terse.", "user", "Hi!", "ann"]
+    expected = 3 + 2 * 3 + sum(len(enc.encode(t)) for t in texts) + 1  # priming, per message, text, the name
+    assert tokens.count_chat_tokens(messages, "cl100k_base") == expected
+    assert tokens.count_chat_tokens([], "cl100k_base") == tokens.OPENAI_REPLY_PRIMING
+    with pytest.raises(TypeError, match="role"):
+        tokens.count_chat_tokens([{"content": "no role"}], "cl100k_base")
+
+
+def test_chat_tokens_of_a_hugging_face_model_are_its_template_exactly(smollm2):
+    _, tokenizer = smollm2
+    messages = [{"role": "user", "content": "Name a river in Africa."}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    rendered_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    assert tokens.count_chat_tokens(messages, tokenizer) == len(rendered_ids)
+    assert tokens.count_chat_tokens(messages, tokenizer) > tokens.count_tokens(messages[0]["content"], tokenizer) + 10
