@@ -1,4 +1,4 @@
-"""Context management: exact token budgets, truncation by tokens, and retrieval."""
+"""Context management: exact token budgets, truncation by tokens, chunking and retrieval."""
 
 from course_utils.context.budget import BuiltContext, Chunk, ContextBudget, ContextOverflowError, build_context
 from course_utils.context.retrieval import (

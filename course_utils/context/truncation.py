@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 from course_utils.tokens import count_tokens
 
-__all__ = ["truncate_tokens"]
+__all__ = ["longest_prefix", "longest_suffix", "truncate_tokens"]
 
 Keep = Literal["head", "tail", "middle"]
 
 
-def _longest_prefix(text: str, budget: int, count: Callable[[str], int]) -> int:
+def longest_prefix(text: str, budget: int, count: Callable[[str], int]) -> int:
     """Length in characters of the longest prefix of ``text`` with at most ``budget`` tokens."""
     low, high = 0, len(text)
     while low < high:
@@ -31,7 +31,7 @@ def _longest_prefix(text: str, budget: int, count: Callable[[str], int]) -> int:
     return low
 
 
-def _longest_suffix(text: str, budget: int, count: Callable[[str], int]) -> int:
+def longest_suffix(text: str, budget: int, count: Callable[[str], int]) -> int:
     """Length in characters of the longest suffix of ``text`` with at most ``budget`` tokens."""
     low, high = 0, len(text)
     while low < high:
@@ -64,17 +64,17 @@ def truncate_tokens(text: str, max_tokens: int, model: Any = "gpt-4o", keep: Kee
     if count(text) <= max_tokens:
         return text
     if keep == "head":
-        return text[:_longest_prefix(text, max_tokens, count)]
+        return text[:longest_prefix(text, max_tokens, count)]
     if keep == "tail":
-        return text[len(text) - _longest_suffix(text, max_tokens, count):]
+        return text[len(text) - longest_suffix(text, max_tokens, count):]
     budget = max_tokens - count(marker)
     if budget < 0:
         raise ValueError(f"max_tokens={max_tokens} leaves no room for the marker {marker!r} ({count(marker)} tokens)")
     while True:
         head_budget = int(budget * head_share)
-        head = text[:_longest_prefix(text, head_budget, count)]
+        head = text[:longest_prefix(text, head_budget, count)]
         rest = text[len(head):]
-        tail = rest[len(rest) - _longest_suffix(rest, budget - head_budget, count):] if budget > head_budget else ""
+        tail = rest[len(rest) - longest_suffix(rest, budget - head_budget, count):] if budget > head_budget else ""
         result = head + marker + tail
         if count(result) <= max_tokens or budget == 0:
             return result if count(result) <= max_tokens else ""
