@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from course_utils.context.retrieval import unit_embeddings
 from course_utils.context.truncation import longest_prefix, longest_suffix
 from course_utils.tokens import count_tokens
 
@@ -166,8 +167,7 @@ def semantic_chunks(text: str, embedder, percentile: float = 80.0) -> list[TextC
     sentences = _sentences(text)
     if len(sentences) < 2:
         return [TextChunk(text, 0, len(text))] if text.strip() else []
-    vectors = np.asarray(embedder.encode([s.text for s in sentences]), dtype=np.float64)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    vectors = unit_embeddings(embedder, [s.text for s in sentences])
     distances = 1 - np.sum(vectors[1:] * vectors[:-1], axis=1)  # between sentence i and i + 1
     threshold = np.percentile(distances, percentile)
     groups, first = [], 0

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["BM25", "DenseIndex", "mean_reciprocal_rank", "recall_at_k", "reciprocal_rank_fusion", "words"]
+__all__ = ["BM25", "DenseIndex", "mean_reciprocal_rank", "recall_at_k", "reciprocal_rank_fusion", "unit_embeddings",
+           "words"]
 
 RRF_K = 60
 
@@ -63,6 +64,12 @@ class BM25:
         return order[:k]
 
 
+def unit_embeddings(embedder, texts: Sequence[str]) -> np.ndarray:
+    """(n, d) embeddings of ``texts`` scaled to unit length, so that dot products are cosine similarities."""
+    vectors = np.asarray(embedder.encode(list(texts)), dtype=np.float64)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 class DenseIndex:
     """Passages embedded once; questions ranked against them by cosine similarity."""
 
@@ -70,15 +77,11 @@ class DenseIndex:
         if not passages:
             raise ValueError("a dense index needs at least one passage")
         self.embedder = embedder
-        self.vectors = self._embed(passages)  # (n, d), unit length
-
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.asarray(self.embedder.encode(list(texts)), dtype=np.float64)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        self.vectors = unit_embeddings(embedder, passages)  # (n, d)
 
     def scores(self, query: str) -> np.ndarray:
         """(n_passages,) cosine similarity of every passage with ``query``."""
-        return self.vectors @ self._embed([query])[0]
+        return self.vectors @ unit_embeddings(self.embedder, [query])[0]
 
     def rank(self, query: str, k: int | None = None) -> list[int]:
         return [int(i) for i in np.argsort(-self.scores(query), kind="stable")][:k]
