@@ -62,3 +62,26 @@ def test_dense_retrieval_finds_a_paraphrase_that_shares_no_word():
     assert BM25(passages).rank(query) == []  # no word in common
     assert index.rank(query)[0] == 1
     assert np.allclose(np.linalg.norm(index.vectors, axis=1), 1.0)
+
+
+def test_reranking_orders_candidates_by_the_models_yes_minus_no(smollm2):
+    # The 135M model judges relevance barely better than chance (chapter 7 measures it); this checks
+    # the mechanism: the order is that of log P(Yes) - log P(No), each prompt scored on its own.
+    from course_utils.context.retrieval import RERANK_PROMPT, rerank
+    from course_utils.evaluation import option_logprobs
+
+    model, tokenizer = smollm2
+    passages = ["Knead the dough for ten minutes, then let it rise in a warm place.",
+                "The Nile flows north through Cairo before it reaches the Mediterranean Sea.",
+                "A good running shoe should fit snugly at the heel."]
+    question = "Which river flows through Cairo?"
+    candidates = [0, 2, 1]
+    scores = {}
+    for i in candidates:
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": RERANK_PROMPT.format(question=question, passage=passages[i])}],
+            tokenize=False, add_generation_prompt=True)
+        yes, no = option_logprobs(model, tokenizer, prompt, ["Yes", "No"])
+        scores[i] = yes - no
+    assert rerank(question, passages, candidates, model, tokenizer) == sorted(candidates, key=lambda i: -scores[i])
+    assert rerank("anything", passages, [], model, tokenizer) == []

@@ -9,6 +9,8 @@
 * :func:`reciprocal_rank_fusion` (Cormack et al., 2009) merges rankings by summing
   ``1 / (k + rank)`` over the rankings each passage appears in; ``k = 60`` damps the difference
   between first and second place, so agreement between rankers counts more than either's top.
+* :func:`rerank` reorders a short list of candidates by asking a language model whether each
+  passage answers the question (log P("Yes") - log P("No") of its next token).
 * :func:`recall_at_k` and :func:`mean_reciprocal_rank` score rankings against gold passages.
 """
 
@@ -21,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["BM25", "DenseIndex", "mean_reciprocal_rank", "recall_at_k", "reciprocal_rank_fusion", "unit_embeddings",
-           "words"]
+__all__ = ["BM25", "DenseIndex", "mean_reciprocal_rank", "recall_at_k", "reciprocal_rank_fusion", "rerank",
+           "unit_embeddings", "words"]
 
 RRF_K = 60
 
@@ -96,6 +98,27 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) ->
         for rank, item in enumerate(ranking, 1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
     return sorted(scores, key=lambda item: -scores[item])
+
+
+RERANK_PROMPT = "Question: {question}\n\nPassage: {passage}\n\nDoes the passage answer the question? Answer Yes or No."
+
+
+def rerank(question: str, passages: Sequence[str], candidates: Sequence[int], model, tokenizer) -> list[int]:
+    """``candidates`` (passage indices) reordered by the model's judgement of relevance, most relevant first.
+
+    One prompt per candidate, the question first so that the prompts share their beginning and
+    :func:`~course_utils.evaluation.option_logprobs_batch` computes it once.
+    """
+    from course_utils.evaluation import option_logprobs_batch
+
+    if not candidates:
+        return []
+    prompts = [tokenizer.apply_chat_template(
+        [{"role": "user", "content": RERANK_PROMPT.format(question=question, passage=passages[i])}],
+        tokenize=False, add_generation_prompt=True) for i in candidates]
+    scores = [yes - no for yes, no in option_logprobs_batch(model, tokenizer, prompts, ["Yes", "No"])]
+    order = sorted(range(len(candidates)), key=lambda j: -scores[j])
+    return [candidates[j] for j in order]
 
 
 def recall_at_k(ranking: Sequence[int], gold: set[int], k: int) -> float:
