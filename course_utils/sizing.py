@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "PUBLISHED_CONFIGS",
+    "config_shape",
     "flops_per_token",
     "kv_cache_bytes",
     "kv_cache_bytes_per_token",
@@ -80,7 +81,7 @@ def published_config(name: str):
     return AutoConfig.for_model(fields.pop("model_type"), **fields)
 
 
-def _shape(config: Any) -> tuple[int, int, int, int, int, int, int]:
+def config_shape(config: Any) -> tuple[int, int, int, int, int, int, int]:
     """(V, d, L, H, KV, hd, F) from a transformers config, validated."""
     if getattr(config, "model_type", None) == "gpt2":
         d = int(config.n_embd)
@@ -101,7 +102,7 @@ def _shape(config: Any) -> tuple[int, int, int, int, int, int, int]:
 
 
 def _gpt2_count(config: Any) -> int:
-    vocab, d, layers, _, _, _, ffn = _shape(config)
+    vocab, d, layers, _, _, _, ffn = config_shape(config)
     per_layer = (2 * d) + (d * 3 * d + 3 * d) + (d * d + d) + (2 * d) + (d * ffn + ffn) + (ffn * d + d)
     return vocab * d + int(config.n_positions) * d + layers * per_layer + 2 * d
 
@@ -110,7 +111,7 @@ def parameter_count(config: Any) -> int:
     """Exact number of parameters of a Llama-family or GPT-2-style decoder with this config."""
     if getattr(config, "model_type", None) == "gpt2":
         return _gpt2_count(config)
-    vocab, d, layers, heads, kv, hd, ffn = _shape(config)
+    vocab, d, layers, heads, kv, hd, ffn = config_shape(config)
     attention = d * heads * hd + 2 * d * kv * hd + heads * hd * d
     if getattr(config, "attention_bias", False):
         attention += heads * hd + 2 * kv * hd
@@ -129,7 +130,7 @@ def weight_bytes(config: Any, bits_per_weight: float) -> float:
 
 def kv_cache_bytes_per_token(config: Any, bytes_per_value: int = 2) -> int:
     """Bytes of K and V cached per token across all layers (bf16 by default)."""
-    _, _, layers, _, kv, hd, _ = _shape(config)
+    _, _, layers, _, kv, hd, _ = config_shape(config)
     return 2 * layers * kv * hd * bytes_per_value
 
 
@@ -147,7 +148,7 @@ def flops_per_token(config: Any, context: int, training: bool = False) -> float:
     is the attention scores and weighted sum against ``context`` earlier tokens. Training costs
     about three forward passes (forward + backward), hence the familiar 6 N.
     """
-    vocab, d, layers, heads, _, hd, _ = _shape(config)
+    vocab, d, layers, heads, _, hd, _ = config_shape(config)
     embedding = vocab * d + (int(config.n_positions) * d if getattr(config, "model_type", None) == "gpt2" else 0)
     forward = 2 * (parameter_count(config) - embedding) + 2 * layers * context * heads * hd
     return 3.0 * forward if training else float(forward)

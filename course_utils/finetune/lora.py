@@ -29,6 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from course_utils.sizing import config_shape
+
 __all__ = [
     "LoRAConfig", "LoRALinear", "count_lora_params", "inject_lora", "load_adapter", "lora_disabled", "lora_layers",
     "lora_parameters", "merge_lora", "save_adapter", "trainable_parameter_count",
@@ -238,12 +240,11 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-# Where each target sits in a Llama-family block: (input size, output size) from the config.
 def _llama_shapes(config: Any) -> dict[str, tuple[int, int]]:
-    d, ff = config.hidden_size, config.intermediate_size
-    kv = config.num_key_value_heads * (d // config.num_attention_heads)
-    return {"q_proj": (d, d), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (d, d),
-            "gate_proj": (d, ff), "up_proj": (d, ff), "down_proj": (ff, d)}
+    """(input size, output size) of each linear layer of a Llama-family block."""
+    _, d, _, heads, kv, head_dim, ff = config_shape(config)
+    return {"q_proj": (d, heads * head_dim), "k_proj": (d, kv * head_dim), "v_proj": (d, kv * head_dim),
+            "o_proj": (heads * head_dim, d), "gate_proj": (d, ff), "up_proj": (d, ff), "down_proj": (ff, d)}
 
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -261,4 +262,4 @@ def count_lora_params(config: Any, r: int, targets: Sequence[str]) -> int:
     if unknown:
         raise ValueError(f"unknown targets {unknown}; choose from {', '.join(ALL_LINEAR)} or 'all-linear'")
     per_block = sum(r * (shapes[t][0] + shapes[t][1]) for t in names)
-    return per_block * config.num_hidden_layers
+    return per_block * config_shape(config)[2]
