@@ -14,8 +14,11 @@ Two tokenizer worlds meet here:
 
 from __future__ import annotations
 
+import csv
 import functools
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -27,10 +30,13 @@ from course_utils import assets
 __all__ = [
     "EncodingFallbackWarning",
     "OPENAI_TOKENS_PER_MESSAGE",
+    "PRICES_FILE",
+    "Price",
     "OPENAI_REPLY_PRIMING",
     "count_chat_tokens",
     "count_tokens",
     "get_encoding",
+    "load_prices",
     "token_cost",
     "tokenizer_for",
 ]
@@ -91,16 +97,13 @@ def get_encoding(model_or_encoding: str = "gpt-4o") -> tiktoken.Encoding:
     """
     if not isinstance(model_or_encoding, str) or not model_or_encoding:
         raise TypeError(f"expected a model or encoding name, got {model_or_encoding!r}")
-    if model_or_encoding in tiktoken.list_encoding_names():
-        encoding_name = model_or_encoding
-    else:
-        try:
-            encoding_name = tiktoken.encoding_name_for_model(model_or_encoding)
-        except KeyError:
-            raise ValueError(
-                f"{model_or_encoding!r} is neither a tiktoken encoding ({', '.join(tiktoken.list_encoding_names())}) "
-                "nor an OpenAI model name tiktoken knows (e.g. 'gpt-4o', 'gpt-4', 'gpt-3.5-turbo')."
-            ) from None
+    try:
+        encoding_name = _encoding_name(model_or_encoding)
+    except KeyError:
+        raise ValueError(
+            f"{model_or_encoding!r} is neither a tiktoken encoding ({', '.join(tiktoken.list_encoding_names())}) "
+            "nor an OpenAI model name tiktoken knows (e.g. 'gpt-4o', 'gpt-4', 'gpt-3.5-turbo')."
+        ) from None
     if encoding_name == OFFLINE_ENCODING:
         return _offline_cl100k()
     encoding = _cached_encoding(encoding_name)
@@ -111,10 +114,8 @@ def get_encoding(model_or_encoding: str = "gpt-4o") -> tiktoken.Encoding:
 
 
 def _is_tiktoken_name(name: str) -> bool:
-    if name in tiktoken.list_encoding_names():
-        return True
     try:
-        tiktoken.encoding_name_for_model(name)
+        _encoding_name(name)
     except KeyError:
         return False
     return True
@@ -188,3 +189,72 @@ def token_cost(n_tokens: int, usd_per_million_tokens: float) -> float:
     if n_tokens < 0 or usd_per_million_tokens < 0:
         raise ValueError(f"token count and price must be non-negative, got {n_tokens}, {usd_per_million_tokens}")
     return n_tokens * usd_per_million_tokens / 1_000_000
+
+
+PRICES_FILE = Path(__file__).parent / "data" / "prices.csv"
+_PRICE_COLUMNS = ("model", "provider", "context_window", "input_usd_per_m", "output_usd_per_m", "tokenizer",
+                  "as_of", "source")
+
+
+@dataclass(frozen=True)
+class Price:
+    """One row of the price table: a model's window and what a million tokens in and out cost."""
+
+    model: str
+    provider: str
+    context_window: int
+    input_usd_per_m: float
+    output_usd_per_m: float
+    tokenizer: str  # "" where the provider does not publish its tokenizer
+    as_of: str
+    source: str
+
+    @property
+    def counting_tokenizer(self) -> str:
+        """The tokenizer counts are made with: the model's own where it is available offline, else cl100k_base."""
+        return self.tokenizer if self.exact_count else OFFLINE_ENCODING
+
+    @property
+    def exact_count(self) -> bool:
+        """Whether counts use the model's own tokenizer (published, and its table available offline)."""
+        if not self.tokenizer:
+            return False
+        if _is_tiktoken_name(self.tokenizer):
+            name = _encoding_name(self.tokenizer)
+            return name == OFFLINE_ENCODING or _cached_encoding(name) is not None
+        return True
+
+    def cost(self, input_tokens: int, output_tokens: int = 0) -> float:
+        """USD for one call that reads ``input_tokens`` and writes ``output_tokens``."""
+        return token_cost(input_tokens, self.input_usd_per_m) + token_cost(output_tokens, self.output_usd_per_m)
+
+
+def _encoding_name(model_or_encoding: str) -> str:
+    """The tiktoken encoding name for an OpenAI model or encoding name (``"gpt-4o"`` -> ``"o200k_base"``)."""
+    if model_or_encoding in tiktoken.list_encoding_names():
+        return model_or_encoding
+    return tiktoken.encoding_name_for_model(model_or_encoding)
+
+
+def _price_row(row: dict[str, str], where: str) -> Price:
+    missing = [c for c in _PRICE_COLUMNS if c not in row or row[c] is None]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)}; expected {', '.join(_PRICE_COLUMNS)}")
+    try:
+        window = int(row["context_window"])
+        prices = float(row["input_usd_per_m"]), float(row["output_usd_per_m"])
+    except ValueError as err:
+        raise ValueError(f"{where}: context_window must be an integer and prices numbers ({err})") from None
+    if window <= 0 or min(prices) < 0:
+        raise ValueError(f"{where}: context_window must be > 0 and prices >= 0, got {window}, {prices}")
+    return Price(row["model"], row["provider"], window, *prices, row["tokenizer"].strip(), row["as_of"], row["source"])
+
+
+def load_prices(path: str | Path = PRICES_FILE) -> list[Price]:
+    """The price table (``course_utils/data/prices.csv`` by default; see the data README), one Price per row."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no price rows")
+    return [_price_row(row, f"{path.name} line {line}") for line, row in enumerate(rows, 2)]

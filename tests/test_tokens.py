@@ -81,3 +81,47 @@ def test_chat_tokens_of_a_hugging_face_model_are_its_template_exactly(smollm2):
     rendered_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
     assert tokens.count_chat_tokens(messages, tokenizer) == len(rendered_ids)
     assert tokens.count_chat_tokens(messages, tokenizer) > tokens.count_tokens(messages[0]["content"], tokenizer) + 10
+
+
+def test_the_price_table_loads_and_every_row_is_sane():
+    prices = tokens.load_prices()
+    assert len({p.model for p in prices}) == len(prices) >= 5
+    for p in prices:
+        assert p.context_window > 0 and p.input_usd_per_m >= 0 and p.output_usd_per_m >= 0
+        assert len(p.as_of) == 7 and p.as_of[4] == "-" and p.source
+        assert tokens.count_tokens("a price check", p.counting_tokenizer) > 0
+
+
+def test_price_rows_count_with_their_own_tokenizer_only_when_it_is_available():
+    by_model = {p.model: p for p in tokens.load_prices()}
+    smol = by_model["smollm2-135m-instruct"]
+    assert smol.exact_count and smol.counting_tokenizer == "smollm2-135m-instruct"
+    claude = by_model["claude-3.5-sonnet"]
+    assert not claude.exact_count and claude.counting_tokenizer == "cl100k_base"  # tokenizer not published
+    gpt4o = by_model["gpt-4o"]  # o200k_base: exact only if tiktoken has its table cached
+    assert gpt4o.exact_count == (tokens._cached_encoding("o200k_base") is not None)
+
+
+def test_cost_of_a_full_window_matches_the_articles_range():
+    # The article: a full 128K window costs $0.16-$0.64 per call at $1.25-$5 per million input tokens.
+    by_model = {p.model: p for p in tokens.load_prices()}
+    assert by_model["gemini-1.5-pro (prompts up to 128K)"].cost(128_000) == pytest.approx(0.16)
+    assert by_model["gpt-4o"].cost(128_000) == pytest.approx(0.64)
+    assert by_model["gpt-4o-mini"].cost(1_000_000, 1_000_000) == pytest.approx(0.75)
+
+
+def test_a_broken_price_file_gets_a_clear_error(tmp_path):
+    header = "model,provider,context_window,input_usd_per_m,output_usd_per_m,tokenizer,as_of,source\n"
+    bad = tmp_path / "prices.csv"
+    bad.write_text(header + "m,p,128000,-1,2,,2025-01,s\n")
+    with pytest.raises(ValueError, match="line 2.*prices >= 0"):
+        tokens.load_prices(bad)
+    bad.write_text(header + "m,p,lots,1,2,,2025-01,s\n")
+    with pytest.raises(ValueError, match="context_window must be an integer"):
+        tokens.load_prices(bad)
+    bad.write_text("model,provider\nm,p\n")
+    with pytest.raises(ValueError, match="missing column"):
+        tokens.load_prices(bad)
+    bad.write_text(header)
+    with pytest.raises(ValueError, match="no price rows"):
+        tokens.load_prices(bad)
