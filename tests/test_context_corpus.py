@@ -3,6 +3,7 @@
 from collections import Counter
 
 import pytest
+from context_helpers import WordHashEmbedder
 
 from course_utils.context.chunking import fixed_token_chunks
 from course_utils.context.corpus import chapter_text, contains_evidence, gold_passages, load_questions
@@ -49,21 +50,6 @@ def test_scores_follow_the_evidence_through_contexts_and_duplicates():
     assert score_rankings([[2, 0], [0, 2]], chunks, questions, k=2).recall_at_k == 0.5
     with pytest.raises(ValueError, match="one ranking per question"):
         score_rankings([[0]], chunks, questions)
-
-
-class WordHashEmbedder:
-    """A deterministic stand-in for MiniLM: bag of words hashed into 64 dimensions."""
-
-    def encode(self, texts):
-        import zlib
-
-        import numpy as np
-
-        out = np.zeros((len(texts), 64))
-        for row, text in enumerate(texts):
-            for word in text.lower().split():
-                out[row, zlib.crc32(word.strip(".,?").encode()) % 64] += 1
-        return out + 1e-3
 
 
 def _chapter(folder, name, paragraphs):

@@ -69,3 +69,18 @@ def test_the_embedded_model_completes_a_batch_of_prompts(smollm2):
     complete = model_completer(model, tokenizer, max_new_tokens=6)
     replies = complete([[{"role": "user", "content": "Say hello."}], [{"role": "user", "content": "Name a colour."}]])
     assert len(replies) == 2 and all(isinstance(r, str) and r for r in replies)
+
+
+def test_section_coverage_rewards_a_summary_that_touches_every_section():
+    from context_helpers import WordHashEmbedder
+
+    from course_utils.context.summarize import section_coverage
+
+    sections = ["Lockers open with four digit codes.", "Green tea steeps for two minutes.", "Trains leave at noon."]
+    everything = "Lockers open with codes. Green tea steeps briefly. Trains leave at noon."
+    one_topic = "Lockers open with codes."
+    embedder = WordHashEmbedder()
+    full, partial = section_coverage(everything, sections, embedder), section_coverage(one_topic, sections, embedder)
+    assert len(full) == 3 and all(f >= p - 1e-9 for f, p in zip(full, partial, strict=True))
+    assert sum(full) > sum(partial) + 0.5
+    assert section_coverage("", sections, embedder) == [0.0, 0.0, 0.0]

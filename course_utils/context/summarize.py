@@ -25,10 +25,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from course_utils.context.chunking import fixed_token_chunks
+from course_utils.context.chunking import fixed_token_chunks, sentence_windows
+from course_utils.context.retrieval import unit_embeddings
 from course_utils.tokens import count_chat_tokens, count_tokens
 
-__all__ = ["METHODS", "SummaryRun", "model_completer", "summarize"]
+__all__ = ["METHODS", "SummaryRun", "model_completer", "section_coverage", "summarize"]
 
 METHODS = ("map_reduce", "refine", "hierarchical")
 Messages = list[dict[str, str]]
@@ -119,3 +120,14 @@ def _groups(summaries: Sequence[str], limit: int, model: Any) -> list[list[str]]
         else:
             groups[-1] = candidate
     return groups
+
+
+def section_coverage(summary: str, sections: Sequence[str], embedder) -> list[float]:
+    """For each section of the document, the cosine similarity of its embedding with the closest
+    sentence of ``summary``: a rough, reference-free check of which parts a summary touches
+    (0 for every section when the summary is empty)."""
+    sentences = [s.text for s in sentence_windows(summary, 0)]
+    if not sentences:
+        return [0.0] * len(sections)
+    similarity = unit_embeddings(embedder, sections) @ unit_embeddings(embedder, sentences).T  # (sections, sentences)
+    return [float(row.max()) for row in similarity]
