@@ -283,10 +283,11 @@ def option_logprobs_batch(model, tokenizer, prompts: Sequence[str], options: Seq
 
     def log_softmax_after(ids: list[int], first: int) -> torch.Tensor:
         # (len(ids) - first, V): next-token log-probabilities at positions first.. of ids (cache positions excluded)
-        logits = model(torch.tensor([ids], device=device), cache=cache, use_cache=cache is not None).logits
+        logits = model(torch.tensor([ids], device=device), cache=cache, use_cache=cache is not None,
+                       logits_to_keep=len(ids) - first).logits  # only the positions asked for reach the LM head
         if cache is not None:
             cache.crop(-len(ids))  # forget this prompt's own tokens (a negative count removes), keep the prefix
-        return torch.log_softmax(logits[0, first:].float(), dim=-1)
+        return torch.log_softmax(logits[0].float(), dim=-1)
 
     scores = []
     for row in rows:
