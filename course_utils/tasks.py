@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["DATA_DIR", "arithmetic_problems", "load_task", "sentiment_texts"]
 
 DATA_DIR = Path(__file__).parent / "data"
-TASKS = ("arithmetic", "sentiment", "multiple_choice", "passages")
+TASKS = ("arithmetic", "sentiment", "multiple_choice", "passages", "cache_queries")
 
 # (template, answer as a function of the drawn numbers); every answer is a non-negative integer.
 _ARITHMETIC = [
@@ -87,8 +87,8 @@ def sentiment_texts(seed: int = 0) -> list[dict]:
 
 
 def load_task(name: str) -> list[dict]:
-    """The records of one of the course's data sets: ``arithmetic``, ``sentiment``, ``multiple_choice``
-    or ``passages`` (held-out prose for perplexity)."""
+    """The records of one of the course's data sets: ``arithmetic``, ``sentiment``, ``multiple_choice``,
+    ``passages`` (held-out prose for perplexity) or ``cache_queries`` (the semantic-cache questions)."""
     if name not in TASKS:
         raise ValueError(f"unknown task set {name!r}; choose one of {', '.join(TASKS)}")
     with open(DATA_DIR / f"{name}.jsonl", encoding="utf-8") as f:

@@ -13,20 +13,25 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import nbformat
 
 from course_utils.context import chunking
 from course_utils.context.chunking import TextChunk
-from course_utils.context.retrieval import BM25, DenseIndex, mean_reciprocal_rank, reciprocal_rank_fusion
-from course_utils.prompting import cached_embed
+from course_utils.context.retrieval import (
+    BM25,
+    DenseIndex,
+    cached_embedder,
+    mean_reciprocal_rank,
+    reciprocal_rank_fusion,
+    rerank,
+)
 from course_utils.tasks import DATA_DIR
 from course_utils.tokens import count_tokens
 
 __all__ = ["CHAPTERS_DIR", "CHUNKINGS", "QUESTIONS_FILE", "Question", "RetrievalScore", "chunk_chapters",
-           "compare_retrieval", "rank_questions", "chapter_text", "contains_evidence",
+           "compare_retrieval", "rank_questions", "rerank_top", "chapter_text", "contains_evidence",
            "course_text", "gold_passages", "load_questions", "returned_passages", "score_rankings"]
 
 CHAPTERS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -133,6 +138,18 @@ def rank_questions(chunks: Sequence[TextChunk], questions: Sequence[Question], e
             "hybrid": [reciprocal_rank_fusion([a, b]) for a, b in zip(sparse, semantic, strict=True)]}
 
 
+def rerank_top(questions: Sequence[Question], chunks: Sequence[TextChunk], rankings: Sequence[Sequence[int]],
+               model, tokenizer, top: int = 10, progress: bool = True) -> list[list[int]]:
+    """Each ranking with its first ``top`` chunks reordered by the language model's relevance
+    judgement (:func:`~course_utils.context.retrieval.rerank` on the passages they return)."""
+    from tqdm.auto import tqdm
+
+    passages = [c.context or c.text for c in chunks]
+    pairs = zip(questions, rankings, strict=True)
+    return [rerank(q.question, passages, list(order[:top]), model, tokenizer) + list(order[top:])
+            for q, order in tqdm(pairs, total=len(questions), desc="re-ranking", disable=not progress)]
+
+
 def compare_retrieval(questions: Sequence[Question], embedder, strategies: Sequence[str] = CHUNKINGS, k: int = 5,
                       folder: str | Path = CHAPTERS_DIR, progress: bool = True) -> list[dict[str, Any]]:
     """Recall@k, MRR and tokens@k of BM25, dense and hybrid retrieval under each chunking strategy,
@@ -140,7 +157,7 @@ def compare_retrieval(questions: Sequence[Question], embedder, strategies: Seque
     from tqdm.auto import tqdm
 
     texts = [chapter_text(chapter, folder) for chapter in sorted({q.chapter for q in questions})]
-    embedder = SimpleNamespace(encode=cached_embed(embedder.encode))  # sentences are shared by two strategies
+    embedder = cached_embedder(embedder)  # sentences are shared by two strategies
     rows = []
     for strategy in tqdm(strategies, desc="chunkings", disable=not progress):
         chunks = chunk_chapters(texts, strategy, embedder)

@@ -20,11 +20,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 
-__all__ = ["BM25", "DenseIndex", "mean_reciprocal_rank", "recall_at_k", "reciprocal_rank_fusion", "rerank",
-           "unit_embeddings", "words"]
+__all__ = ["BM25", "DenseIndex", "cached_embedder", "mean_reciprocal_rank", "recall_at_k", "reciprocal_rank_fusion",
+           "rerank", "unit_embeddings", "words"]
 
 RRF_K = 60
 
@@ -64,6 +65,14 @@ class BM25:
         scores = self.scores(query)
         order = [i for i in np.argsort(-scores, kind="stable") if scores[i] > 0]
         return order[:k]
+
+
+def cached_embedder(embedder) -> SimpleNamespace:
+    """``embedder`` with a memory: its ``encode`` embeds each distinct text once per process, however
+    often it is asked (sentences shared by two chunkings, a cache queried at many thresholds)."""
+    from course_utils.prompting import cached_embed
+
+    return SimpleNamespace(encode=cached_embed(embedder.encode))
 
 
 def unit_embeddings(embedder, texts: Sequence[str]) -> np.ndarray:
