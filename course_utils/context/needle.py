@@ -52,8 +52,8 @@ def needle_prompt(tokenizer, haystack: str, length: int, depth: float, code: str
     cut = _break_near(text, round(depth * len(text)))
     context = f"{text[:cut].rstrip()}\n\n{NEEDLE.format(colour=colour, code=code)}\n\n{text[cut:].lstrip()}".strip()
     messages = [{"role": "user", "content": f"{context}\n\n{QUESTION.format(colour=colour)}"}]
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return prompt + ANSWER_LEAD.format(colour=colour)
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + ANSWER_LEAD.format(
+        colour=colour)
 
 
 @torch.no_grad()
