@@ -37,7 +37,7 @@ lint: setup
 test: assets
 	@start=$$(date +%s); status=0; \
 	$(VENV)/bin/ruff check course_utils tests benchmarks || status=$$?; \
-	[ $$status -ne 0 ] || $(VENV)/bin/pytest -n $(JOBS) --timeout 900 tests || status=$$?; \
+	[ $$status -ne 0 ] || $(VENV)/bin/pytest -n $(JOBS) --timeout 900 --durations=30 tests || status=$$?; \
 	nbs=$$(grep -l NBVAL_CHECK_OUTPUT notebooks/*.ipynb 2>/dev/null || true); \
 	if [ $$status -eq 0 ] && [ -n "$$nbs" ]; then \
 		$(VENV)/bin/pytest -p no:cacheprovider --nbval-lax --nbval-current-env $$nbs || status=$$?; fi; \
