@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ TRAINED_CONTEXT = 8192
 
 
 def main() -> None:
-    from course_utils.environment import machine_info
+    from course_utils.environment import machine_info, record_benchmark
     from course_utils.evaluation import late_window_perplexity
     from course_utils.models import load_model
     from course_utils.rope import RopeScaling
@@ -43,14 +42,12 @@ def main() -> None:
             model.set_rope(model.config.rope_base, scaling, seq_len=window)
             table[name][str(window)] = late_window_perplexity(model, ids, window)
             print(f"{name:>15} {window:>6} tokens: {table[name][str(window)]:.2f}", flush=True)
-    result = {"benchmark": "long_context", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-              "document": f"argparse.py x3 ({inspect.getsourcefile(argparse).rsplit('/', 1)[-1]}), "
-                          f"python {machine_info()['versions']['python']}",
-              "trained_context": TRAINED_CONTEXT, "scored_fraction": 0.25, "perplexity": table,
-              "seconds": time.perf_counter() - start}
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {RESULTS}")
-
+    versions = machine_info()["versions"]
+    record_benchmark(RESULTS, "long_context",
+                     document=f"argparse.py x3 ({inspect.getsourcefile(argparse).rsplit('/', 1)[-1]}), "
+                              f"python {versions['python']}",
+                     trained_context=TRAINED_CONTEXT, scored_fraction=0.25, perplexity=table,
+                     seconds=time.perf_counter() - start)
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)

@@ -10,7 +10,6 @@ Writes benchmarks/results/needle.json.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +24,7 @@ DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
 def main() -> None:
     from course_utils.context.corpus import course_text
     from course_utils.context.needle import needle_grid
-    from course_utils.environment import machine_info
+    from course_utils.environment import record_benchmark
     from course_utils.models import load_model
 
     model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
@@ -33,13 +32,9 @@ def main() -> None:
     trials = needle_grid(model, tokenizer, course_text(), LENGTHS, DEPTHS, seed=0)
     for t in trials:
         print(f"{t.length:>6} tokens, depth {t.depth:.2f}: log P = {t.log_prob:7.2f}, found {t.found}")
-    result = {"benchmark": "needle", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-              "model": "smollm2-135m-instruct", "haystack": "chapters 00-06 prose (course_text())",
-              "lengths": LENGTHS, "depths": DEPTHS, "trials": [asdict(t) for t in trials],
-              "seconds": time.perf_counter() - start}
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {RESULTS}")
-
+    record_benchmark(RESULTS, "needle", model="smollm2-135m-instruct", haystack="chapters 00-06 prose (course_text())",
+                     lengths=LENGTHS, depths=DEPTHS, trials=[asdict(t) for t in trials],
+                     seconds=time.perf_counter() - start)
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)

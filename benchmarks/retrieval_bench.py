@@ -10,7 +10,6 @@ Writes benchmarks/results/retrieval.json.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ RERANK_CHUNKING, RERANK_TOP = "sentence windows", 10
 
 def main() -> None:
     from course_utils.context import corpus
-    from course_utils.environment import machine_info
+    from course_utils.environment import record_benchmark
     from course_utils.models import load_embedder, load_model
 
     questions, embedder = corpus.load_questions(), load_embedder()
@@ -42,12 +41,8 @@ def main() -> None:
                      "recall@5": score.recall_at_k, "MRR": score.mrr, "tokens@5": score.tokens_at_k})
     for row in rows:
         print(f"{row['chunking']:>22} {row['retriever']:>40}: recall@5 {row['recall@5']:.2f}  MRR {row['MRR']:.2f}")
-    result = {"benchmark": "retrieval", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-              "questions": len(questions), "embedder": "all-MiniLM-L6-v2", "rows": rows,
-              "retrieval_seconds": retrieval_s, "rerank_seconds": rerank_s}
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"-> {RESULTS}")
-
+    record_benchmark(RESULTS, "retrieval", questions=len(questions), embedder="all-MiniLM-L6-v2", rows=rows,
+                     retrieval_seconds=retrieval_s, rerank_seconds=rerank_s)
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)

@@ -3,9 +3,12 @@ doctor`, and the machine record every benchmark JSON carries."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import time
 from importlib import metadata
+from pathlib import Path
 
 import psutil
 import torch
@@ -13,7 +16,7 @@ import torch
 from course_utils import assets
 from course_utils.models import best_device, resolve_device, seed_everything
 
-__all__ = ["asset_report", "machine_info", "package_versions", "setup_notebook"]
+__all__ = ["asset_report", "machine_info", "package_versions", "record_benchmark", "setup_notebook"]
 
 KEY_PACKAGES = (
     "llm-course", "torch", "transformers", "tokenizers", "peft", "tiktoken", "gguf", "numpy", "scipy",
@@ -48,6 +51,15 @@ def machine_info() -> dict[str, object]:
         info["gpu"] = {"name": props.name, "memory_gb": round(props.total_memory / 1e9, 1),
                        "cuda": torch.version.cuda}
     return info
+
+
+def record_benchmark(path: str | Path, name: str, **fields: object) -> dict[str, object]:
+    """Write a benchmark's result to ``path`` as JSON, with its name, today's date and this machine
+    (:func:`machine_info`) ahead of ``fields``; returns what was written."""
+    result = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), **fields}
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {path}")
+    return result
 
 
 def asset_report() -> list[dict[str, str]]:
