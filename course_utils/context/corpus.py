@@ -88,12 +88,16 @@ class RetrievalScore:
     tokens_at_k: float  # mean tokens of the first k passages returned: what they would cost in a prompt
 
 
+def _handed_over(chunk: TextChunk) -> str:
+    """What the model receives for a matched chunk: its window or parent section if it has one."""
+    return chunk.context or chunk.text
+
+
 def returned_passages(order: Sequence[int], chunks: Sequence[TextChunk]) -> list[str]:
     """What a ranking of ``chunks`` hands to the model, best first: each chunk's ``context`` (its
     sentence window or parent section) where it has one, else its text; a passage returned twice
     (two children of one section) is kept at its first place only."""
-    passages = [chunks[i].context or chunks[i].text for i in order]
-    return list(dict.fromkeys(passages))
+    return list(dict.fromkeys(_handed_over(chunks[i]) for i in order))
 
 
 def score_rankings(rankings: Sequence[Sequence[int]], chunks: Sequence[TextChunk], questions: Sequence[Question],
@@ -144,7 +148,7 @@ def rerank_top(questions: Sequence[Question], chunks: Sequence[TextChunk], ranki
     judgement (:func:`~course_utils.context.retrieval.rerank` on the passages they return)."""
     from tqdm.auto import tqdm
 
-    passages = [c.context or c.text for c in chunks]
+    passages = [_handed_over(c) for c in chunks]
     pairs = zip(questions, rankings, strict=True)
     return [rerank(q.question, passages, list(order[:top]), model, tokenizer) + list(order[top:])
             for q, order in tqdm(pairs, total=len(questions), desc="re-ranking", disable=not progress)]
