@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["DATA_DIR", "arithmetic_problems", "load_task", "sentiment_texts"]
 
 DATA_DIR = Path(__file__).parent / "data"
-TASKS = ("arithmetic", "sentiment", "multiple_choice", "passages", "cache_queries")
+TASKS = ("arithmetic", "sentiment", "multiple_choice", "passages", "cache_queries", "chapter_questions")
 
 # (template, answer as a function of the drawn numbers); every answer is a non-negative integer.
 _ARITHMETIC = [
@@ -88,7 +88,8 @@ def sentiment_texts(seed: int = 0) -> list[dict]:
 
 def load_task(name: str) -> list[dict]:
     """The records of one of the course's data sets: ``arithmetic``, ``sentiment``, ``multiple_choice``,
-    ``passages`` (held-out prose for perplexity) or ``cache_queries`` (the semantic-cache questions)."""
+    ``passages`` (held-out prose for perplexity), ``cache_queries`` (the semantic-cache questions) or
+    ``chapter_questions`` (retrieval questions over the chapters)."""
     if name not in TASKS:
         raise ValueError(f"unknown task set {name!r}; choose one of {', '.join(TASKS)}")
     with open(DATA_DIR / f"{name}.jsonl", encoding="utf-8") as f:

@@ -9,7 +9,6 @@ cuts through the evidence counts as the miss it is.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,14 @@ from course_utils.context.retrieval import (
     reciprocal_rank_fusion,
     rerank,
 )
-from course_utils.tasks import DATA_DIR
+from course_utils.tasks import load_task
 from course_utils.tokens import count_tokens
 
-__all__ = ["CHAPTERS_DIR", "CHUNKINGS", "QUESTIONS_FILE", "Question", "RetrievalScore", "chunk_chapters",
+__all__ = ["CHAPTERS_DIR", "CHUNKINGS", "Question", "RetrievalScore", "chunk_chapters",
            "compare_retrieval", "rank_questions", "rerank_top", "chapter_text", "contains_evidence",
            "course_text", "gold_passages", "load_questions", "returned_passages", "score_rankings"]
 
 CHAPTERS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-QUESTIONS_FILE = DATA_DIR / "chapter_questions.jsonl"
 
 
 @dataclass(frozen=True)
@@ -61,10 +59,9 @@ def course_text(folder: str | Path = CHAPTERS_DIR) -> str:
     return "\n\n".join(chapter_text(chapter, folder) for chapter in chapters)
 
 
-def load_questions(path: str | Path = QUESTIONS_FILE) -> list[Question]:
-    """The question set (see the data README): one Question per line of the JSONL file."""
-    with open(path, encoding="utf-8") as f:
-        return [Question(**json.loads(line)) for line in f if line.strip()]
+def load_questions() -> list[Question]:
+    """The question set, ``course_utils/data/chapter_questions.jsonl`` (see the data README)."""
+    return [Question(**row) for row in load_task("chapter_questions")]
 
 
 def _collapse(text: str) -> str:

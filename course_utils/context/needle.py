@@ -46,8 +46,9 @@ def needle_prompt(tokenizer, haystack: str, length: int, depth: float, code: str
     if not 0 <= depth <= 1:
         raise ValueError(f"depth must be in [0, 1], got {depth}")
     count = lambda text: len(tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
-    if count(haystack) < length:
-        raise ValueError(f"the haystack has {count(haystack)} tokens, fewer than the {length} asked for")
+    available = count(haystack)
+    if available < length:
+        raise ValueError(f"the haystack has {available} tokens, fewer than the {length} asked for")
     text = haystack[:longest_prefix(haystack, length, count)]
     cut = _break_near(text, round(depth * len(text)))
     context = f"{text[:cut].rstrip()}\n\n{NEEDLE.format(colour=colour, code=code)}\n\n{text[cut:].lstrip()}".strip()
