@@ -6,6 +6,7 @@
     llm-course lab                           start JupyterLab on the notebooks
     llm-course assign [--check]              write labs/ (student versions) from solutions/
     llm-course grade SUBMISSION... --lab NAME --out DIR [--jobs N] [--force]
+    llm-course export gradescope --lab NAME [--out ZIP]   Gradescope autograder zip
 """
 
 from __future__ import annotations
@@ -29,6 +30,36 @@ def _repo_root() -> Path:
         if (folder / "notebooks").is_dir() and (folder / "course_utils").is_dir():
             return folder
     return here
+
+
+def _course_root() -> Path:
+    """The course checkout, or ValueError when the command runs outside one."""
+    root = _repo_root()
+    if not (root / "solutions").is_dir():
+        raise ValueError(f"{Path.cwd()} is not inside a course folder (one with notebooks/, course_utils/ and "
+                         "solutions/); cd into the course checkout first")
+    return root
+
+
+def _solution_path(lab: str) -> Path:
+    if lab.endswith(".ipynb"):
+        if not Path(lab).is_file():
+            raise ValueError(f"no solution notebook at {lab}")
+        return Path(lab)
+    root = _course_root()
+    solution = root / "solutions" / f"{lab}.ipynb"
+    if not solution.is_file():
+        known = ", ".join(p.stem for p in sorted((root / "solutions").glob("*_lab.ipynb")))
+        raise ValueError(f"no lab {lab!r} (looked for {solution}); labs: {known or 'none'}")
+    return solution
+
+
+def _limits(args: argparse.Namespace):
+    from course_utils.sandbox import Limits
+
+    return Limits(cell_timeout_s=args.cell_timeout, wall_timeout_s=args.timeout,
+                  memory_bytes=int(args.memory_gb * 2**30), max_processes=args.max_processes,
+                  max_disk_bytes=int(args.disk_mb * 2**20))
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -102,7 +133,9 @@ def _cmd_lab(args: argparse.Namespace) -> int:
 def _cmd_assign(args: argparse.Namespace) -> int:
     from course_utils.grading.assign import assign_all
 
-    root = _repo_root()
+    root = _course_root()
+    if not any((root / "solutions").glob("*_lab.ipynb")):
+        raise ValueError(f"no *_lab.ipynb solutions in {root / 'solutions'}: nothing to assign")
     stale = assign_all(root / "solutions", root / "labs", check_only=args.check)
     if args.check:
         if stale:
@@ -114,44 +147,50 @@ def _cmd_assign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _submission_files(items: list[str]) -> list[Path]:
-    files = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ValueError(f"no such submission file or folder: {item}")
-    if not files:
-        raise ValueError("no .ipynb submissions found in the given paths")
-    return files
+def _limit_flags(p: argparse.ArgumentParser) -> None:
+    from course_utils.sandbox import Limits
+
+    d = Limits()
+    p.add_argument("--cell-timeout", type=float, default=d.cell_timeout_s, help="seconds per cell and per test call")
+    p.add_argument("--timeout", type=float, default=600, help="seconds for a whole submission")
+    p.add_argument("--memory-gb", type=float, default=d.memory_bytes / 2**30,
+                   help="memory for a whole submission, all its processes together")
+    p.add_argument("--max-processes", type=int, default=d.max_processes, help="process limit per submission")
+    p.add_argument("--disk-mb", type=float, default=d.max_disk_bytes / 2**20,
+                   help="disk space of a submission's job folder")
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from course_utils.grading.grade import grade_submissions, prepare_lab
+    from course_utils.grading.grade import collect_submissions, grade_submissions, prepare_lab
     from course_utils.grading.report import summary_table
-    from course_utils.sandbox import Limits
 
-    root = _repo_root()
-    solution = Path(args.lab) if args.lab.endswith(".ipynb") else root / "solutions" / f"{args.lab}.ipynb"
-    if not solution.is_file():
-        known = ", ".join(p.stem for p in sorted((root / "solutions").glob("*_lab.ipynb")))
-        raise ValueError(f"no lab {args.lab!r} (looked for {solution}); labs: {known or 'none'}")
-    limits = Limits(cell_timeout_s=args.cell_timeout, wall_timeout_s=args.timeout,
-                    memory_bytes=int(args.memory_gb * 2**30), max_processes=args.max_processes)
-    paths = _submission_files(args.submissions)
+    solution = _solution_path(args.lab)
+    limits = _limits(args)
+    paths, warnings = collect_submissions([Path(p) for p in args.submissions])
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     start = time.perf_counter()
     print(f"preparing {solution.stem}: running the reference solution in the sandbox ...")
     ctx = prepare_lab(solution, limits)
     results = grade_submissions(paths, ctx, Path(args.out), jobs=args.jobs, force=args.force)
+    reused = sum(r.reused for r in results)
     print()
     print(summary_table(results))
-    print(f"\n{len(results)} submission(s) in {time.perf_counter() - start:.0f}s; "
+    print(f"\n{len(results)} submission(s) in {time.perf_counter() - start:.0f}s: {len(results) - reused} graded, "
+          f"{reused} reused from an earlier run with the same lab and limits (--force re-grades them); "
           f"grades.csv, feedback/ and results/ in {args.out}")
     if results and results[0].limits_in_force:
         print("limits in force: " + "; ".join(f"{k}: {v}" for k, v in results[0].limits_in_force.items()))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from course_utils.grading.export import build_gradescope_zip
+
+    solution = _solution_path(args.lab)
+    out = Path(args.out or f"{solution.stem}_gradescope.zip")
+    build_gradescope_zip(solution, out, _limits(args), args.hidden_visibility)
+    print(f"wrote {out}: upload it as the autograder of {solution.stem} on Gradescope")
     return 0
 
 
@@ -240,11 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for grades.csv, feedback/ and results/")
     p.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel (default 1)")
     p.add_argument("--force", action="store_true", help="re-grade submissions already graded")
-    p.add_argument("--cell-timeout", type=float, default=60, help="seconds per cell and per test call")
-    p.add_argument("--timeout", type=float, default=600, help="seconds for a whole submission")
-    p.add_argument("--memory-gb", type=float, default=4, help="address-space limit per submission")
-    p.add_argument("--max-processes", type=int, default=32, help="process limit per submission")
+    _limit_flags(p)
     p.set_defaults(func=_cmd_grade)
+
+    p = sub.add_parser("export", help="package a lab for another grading platform")
+    p.add_argument("platform", choices=["gradescope"], help="where the lab will be graded")
+    p.add_argument("--lab", required=True, help="lab name (e.g. 00_getting_started_lab) or solution path")
+    p.add_argument("--out", help="the zip to write (default NAME_gradescope.zip here)")
+    p.add_argument("--hidden-visibility", default="after_published",
+                   help="when students see hidden-case results: hidden, after_due_date, after_published, visible")
+    _limit_flags(p)
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API (course engine)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="embedded model name or local folder")

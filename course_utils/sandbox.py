@@ -1,24 +1,28 @@
 """Running untrusted Python (student code, model-written programs) in a separate, limited process.
 
 The parent (:func:`run_sandboxed`) starts ``python -m course_utils.sandbox CONFIG``; before any
-untrusted code runs, that child locks itself down with what the operating system offers:
+untrusted code runs, that process locks itself down (:mod:`course_utils.confinement` builds the
+namespaces, the file system view and drops privileges; this module adds the rest):
 
 ============  =====================================================================
 limit         mechanism
 ============  =====================================================================
-memory        ``RLIMIT_AS`` (address space): big allocations raise MemoryError
+processes     a PID namespace (no process outlives the run, others are invisible), and
+              a cgroup ``pids.max`` when we may create one (root), else ``RLIMIT_NPROC``
+memory        a cgroup memory limit for all the run's processes together (root), and
+              ``RLIMIT_AS`` per process: big allocations raise MemoryError
 CPU time      ``RLIMIT_CPU``; wall clock enforced by the parent, which kills the group
-processes     a cgroup ``pids.max`` when we may create one (root), else ``RLIMIT_NPROC``
-files         Landlock: read-only Python, site-packages, course_utils and the course
-              cache; read-write only the job's own temporary folder
+files         a private root with read-only binds of what Python needs; Landlock on
+              top: read-write only the job's own folder, a size-limited tmpfs
 file size     ``RLIMIT_FSIZE``; stdout/stderr are read by the parent and truncated
 network       a new network namespace (no interfaces), and Landlock TCP rules
+privileges    uid ``nobody`` when the grader is root, no capabilities, no_new_privs
 ============  =====================================================================
 
 Each mechanism that is not available (another OS, an old kernel, no privileges) is skipped,
 and the child reports exactly which limits were in force, so callers can say so. The child
-talks to the parent over a dedicated pipe, one JSON object per line; the parent never unpickles
-or executes anything the child sends.
+talks to the parent over a dedicated pipe, one JSON object per line, each bounded in size and
+depth; the parent never unpickles or executes anything the child sends.
 """
 
 from __future__ import annotations
@@ -36,11 +40,13 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Limits", "ProgramRun", "SandboxRun", "run_python", "run_sandboxed"]
+__all__ = ["Limits", "ProgramRun", "SandboxRun", "StopRun", "decode_message", "remove_tree", "run_python",
+           "run_sandboxed"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Limits:
     max_output_bytes: int = 1 << 20  # stdout and stderr, each; the rest is discarded
     max_file_bytes: int = 64 << 20
     max_open_files: int = 256
+    max_disk_bytes: int = 256 << 20  # the job folder, all files together (where a tmpfs can be made)
     network: bool = False
 
     def __post_init__(self) -> None:
@@ -74,6 +81,47 @@ class SandboxRun:
     output_truncated: bool
     messages: list[dict[str, Any]] = field(default_factory=list)
     limits_in_force: dict[str, str] = field(default_factory=dict)
+    malformed: list[str] = field(default_factory=list)  # why channel lines were refused
+    out_of_memory: bool = False  # the cgroup's memory limit killed a process
+
+
+class StopRun(Exception):
+    """Raised by an ``on_message`` callback: kill the sandboxed run now."""
+
+
+MAX_MESSAGE_BYTES = 16 << 20  # one line on the channel
+MAX_MESSAGE_DEPTH = 64  # nesting of lists and objects in one message
+_MAX_CHANNEL_BYTES = 64 << 20  # everything the channel may carry in one run
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, level)
+            if level > MAX_MESSAGE_DEPTH:
+                return level
+            stack += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def decode_message(line: bytes) -> dict[str, Any]:
+    """One channel line as a JSON object; ValueError (with the reason) for anything else."""
+    if len(line) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"a message of {len(line):,} bytes (at most {MAX_MESSAGE_BYTES:,})")
+    try:
+        message = json.loads(line)
+    except RecursionError:
+        raise ValueError("a message nested too deeply to parse") from None
+    except ValueError as err:
+        raise ValueError(f"a message that is not JSON ({str(err)[:80]})") from None
+    if not isinstance(message, dict):
+        raise ValueError(f"a message that is a JSON {type(message).__name__}, not an object")
+    if _depth(message) > MAX_MESSAGE_DEPTH:
+        raise ValueError(f"a message nested deeper than {MAX_MESSAGE_DEPTH} levels")
+    return message
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,29 +189,24 @@ def _apply_landlock(read_only: list[str], read_write: list[str], deny_network: b
     return f"Landlock ABI {abi}: read-only Python and course files, read-write job folder only{extra}"
 
 
-def _new_network_namespace() -> str:
-    libc = _libc()
-    clone_newnet, clone_newuser = 0x40000000, 0x10000000
-    if libc.unshare(clone_newnet) == 0:
-        return "off (empty network namespace)"
-    if libc.unshare(clone_newuser | clone_newnet) == 0:
-        return "off (empty network namespace inside a user namespace)"
-    return "not isolated by namespace"
-
-
 # --------------------------------------------------------------------------------------------
 # Child side: lock down, then run the target module.
 
 
 def _child_main(config: dict[str, Any]) -> None:
-    report: dict[str, str] = {}
+    from course_utils.confinement import confine
+
     limits = Limits(**config["limits"])
-    if config.get("cgroup"):
+    joined = []
+    for group in config.get("cgroups", []):
         try:
-            Path(config["cgroup"], "cgroup.procs").write_text(str(os.getpid()))
-            report["processes"] = f"at most {limits.max_processes} (cgroup pids.max)"
-        except OSError as err:
-            report["processes"] = f"cgroup join failed: {err}"
+            Path(group, "cgroup.procs").write_text(str(os.getpid()))
+            joined.append(group)
+        except OSError:
+            pass
+    report = confine(config)  # from here on this is the worker: namespaces made, privileges gone
+    pids_group = any(Path(g, "pids.max").exists() for g in joined)
+    memory_group = any(Path(g, name).exists() for g in joined for name in ("memory.max", "memory.limit_in_bytes"))
     # CPU seconds may be used by several cores at once, so allow twice the wall clock.
     cpu = int(limits.wall_timeout_s * 2) + 5
     for name, value in (("RLIMIT_AS", limits.memory_bytes), ("RLIMIT_CPU", cpu),
@@ -173,16 +216,27 @@ def _child_main(config: dict[str, Any]) -> None:
             resource.setrlimit(getattr(resource, name), (value, value))
         except (ValueError, OSError, AttributeError):
             report[name] = "could not be set"
-    report["memory"] = f"{limits.memory_bytes / 2**30:.1f} GiB address space (RLIMIT_AS)"
+    gib = limits.memory_bytes / 2**30
+    report["memory"] = (f"{gib:.1f} GiB for all the run's processes together (cgroup) and per process "
+                        "(RLIMIT_AS)" if memory_group else f"{gib:.1f} GiB address space per process (RLIMIT_AS)")
     report["cpu"] = f"{cpu} s CPU (RLIMIT_CPU)"
-    if "processes" not in report:
-        if os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
-            running = config.get("user_processes", 0)
-            resource.setrlimit(resource.RLIMIT_NPROC, (running + limits.max_processes,) * 2)
-            report["processes"] = f"at most {limits.max_processes} more (RLIMIT_NPROC)"
-        else:
-            report["processes"] = "not limited (running as root without a cgroup)"
-    report["network"] = "allowed" if limits.network else _new_network_namespace()
+    if pids_group:
+        report["processes"] = f"at most {limits.max_processes} (cgroup pids.max)"
+    elif os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
+        running = config.get("user_processes", 0) if "PID" not in report.get("namespaces", "") else 0
+        resource.setrlimit(resource.RLIMIT_NPROC, (running + limits.max_processes,) * 2)
+        report["processes"] = f"at most {limits.max_processes} more (RLIMIT_NPROC)"
+    else:
+        report["processes"] = "not limited (no cgroup could be made)"
+    if "PID" in report.get("namespaces", ""):
+        report["processes"] += "; none outlives the run (PID namespace)"
+    report.setdefault("disk", f"no quota on the job folder; {limits.max_file_bytes / 2**20:.0f} MiB per file "
+                              "(RLIMIT_FSIZE)")
+    if limits.network:
+        report["network"] = "allowed"
+    else:
+        report["network"] = ("off (empty network namespace)" if "network" in report.get("namespaces", "")
+                             else "not isolated by namespace")
     report["filesystem"] = _apply_landlock(config["read_only"], config["read_write"], not limits.network)
     channel = os.fdopen(config["channel_fd"], "w", buffering=1)
     channel.write(json.dumps({"type": "sandbox", "limits": report}) + "\n")
@@ -207,30 +261,79 @@ def _read_capped(stream, cap: int, sink: list, truncated: list) -> None:
     truncated.append(total > cap)
 
 
-def _make_cgroup(max_processes: int) -> Path | None:
-    """A fresh pids cgroup (v1 or v2) where we are allowed to make one, else None."""
-    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+def _cgroup_roots() -> list[tuple[Path, dict[str, str]]]:
+    """Where a cgroup may be made, with the limit files to write there (v2, else v1)."""
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        controllers = (v2 / "cgroup.subtree_control").read_text().split()
+    except OSError:
+        controllers = []
+    if "pids" in controllers or "memory" in controllers:
+        return [(v2, {"pids": "pids.max", "memory": "memory.max", "swap": "memory.swap.max"})]
+    return [(v2 / "pids", {"pids": "pids.max"}),
+            (v2 / "memory", {"memory": "memory.limit_in_bytes", "swap": "memory.memsw.limit_in_bytes"})]
+
+
+def _make_cgroups(limits: Limits) -> list[Path]:
+    """Fresh cgroups capping the run's process count and memory, where we may make them."""
+    values = {"pids": str(limits.max_processes), "memory": str(limits.memory_bytes),
+              "swap": "0"}
+    groups = []
+    for root, files in _cgroup_roots():
         if not (root / "cgroup.procs").exists() or not os.access(root, os.W_OK):
             continue
         group = root / f"llm-course-sandbox-{uuid.uuid4().hex[:12]}"
         try:
             group.mkdir()
-            (group / "pids.max").write_text(str(max_processes))
-            return group
+            for kind, name in files.items():
+                if (group / name).exists():
+                    value = values[kind] if kind != "swap" or name.startswith("memory.swap") else values["memory"]
+                    try:
+                        (group / name).write_text(value)
+                    except OSError:
+                        if kind != "swap":  # swap accounting is often off; the memory limit still holds
+                            raise
+            groups.append(group)
         except OSError:
-            shutil.rmtree(group, ignore_errors=True)
-    return None
+            _remove_cgroup(group)
+    return groups
 
 
-def _kill_everything(proc: subprocess.Popen, group: Path | None) -> None:
+def _remove_cgroup(group: Path) -> None:
+    try:
+        group.rmdir()
+    except OSError:
+        pass
+
+
+def _cgroup_pids(group: Path) -> list[int]:
+    try:
+        return [int(p) for p in (group / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _out_of_memory(groups: list[Path]) -> bool:
+    """Whether the memory cgroup killed a process (v2 memory.events, v1 memory.oom_control)."""
+    for group in groups:
+        for name in ("memory.events", "memory.oom_control"):
+            try:
+                lines = (group / name).read_text().splitlines()
+            except OSError:
+                continue
+            counts = dict(line.split()[:2] for line in lines if len(line.split()) >= 2)
+            if int(counts.get("oom_kill", "0")) > 0:
+                return True
+    return False
+
+
+def _kill_everything(proc: subprocess.Popen, groups: list[Path]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    if group is None:
-        return
-    for _ in range(50):  # processes that left our process group are still in the cgroup
-        pids = [int(p) for p in (group / "cgroup.procs").read_text().split()] if group.exists() else []
+    for _ in range(50):  # processes that left our process group are still in the cgroups
+        pids = {pid for group in groups for pid in _cgroup_pids(group)}
         if not pids:
             break
         for pid in pids:
@@ -239,10 +342,6 @@ def _kill_everything(proc: subprocess.Popen, group: Path | None) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.02)
-    try:
-        group.rmdir()
-    except OSError:
-        pass
 
 
 def _user_process_count() -> int:
@@ -265,26 +364,119 @@ def _allowed_paths() -> list[str]:
     return sorted(p for p in paths if p and os.path.exists(p))
 
 
+class _Channel:
+    """Reads the child's messages as they arrive, bounded, and answers them through its stdin."""
+
+    def __init__(self, fd: int, proc: subprocess.Popen, on_message: Callable[[dict], bytes | None] | None,
+                 kill: Callable[[], None]) -> None:
+        self.fd, self.proc, self.on_message, self.kill = fd, proc, on_message, kill
+        self.messages: list[dict[str, Any]] = []
+        self.malformed: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            message = decode_message(line)
+        except ValueError as err:
+            self.malformed.append(str(err))
+            if self.on_message is not None:
+                raise StopRun(str(err)) from None
+            return
+        self.messages.append(message)
+        if self.on_message is None:
+            return
+        reply = self.on_message(message)
+        if reply is None:
+            self._close_stdin()
+        elif reply:
+            try:
+                self.proc.stdin.write(reply)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+
+    def _close_stdin(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def _run(self) -> None:
+        total, pending = 0, b""
+        try:
+            with os.fdopen(self.fd, "rb") as stream:
+                for chunk in iter(lambda: stream.read1(65536), b""):
+                    total += len(chunk)
+                    if total > _MAX_CHANNEL_BYTES:
+                        raise StopRun(f"more than {_MAX_CHANNEL_BYTES:,} bytes on the result channel")
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            self._handle(line)
+                    if len(pending) > MAX_MESSAGE_BYTES:
+                        self._handle(pending)  # refused as too long
+                        pending = b""
+                if pending.strip():
+                    self._handle(pending)
+        except StopRun as err:
+            if str(err) not in self.malformed:
+                self.malformed.append(str(err))
+            self.kill()
+        finally:
+            if self.on_message is not None:
+                self._close_stdin()
+
+
+def remove_tree(path: Path) -> str:
+    """Remove a job folder however the job left it: "" once it is gone, else why it stayed.
+
+    Never raises: a tree too deep for ``shutil.rmtree`` (RecursionError) or with read-only
+    folders goes to ``chmod -R`` and ``rm -rf``, which walk any depth without following links.
+    """
+    if not os.path.lexists(path):
+        return ""
+    try:
+        shutil.rmtree(path)
+        return ""
+    except (OSError, RecursionError) as err:
+        first = f"{type(err).__name__}: {err}"
+    for command in (["chmod", "-R", "u+rwx", "--", str(path)], ["rm", "-rf", "--", str(path)]):
+        try:
+            subprocess.run(command, capture_output=True, timeout=120, check=False)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return f"{path} ({first})"[:300] if os.path.lexists(path) else ""
+
+
 def run_sandboxed(module: str, payload: bytes, workdir: Path, limits: Limits = Limits(),
-                  extra_env: dict[str, str] | None = None) -> SandboxRun:
+                  extra_env: dict[str, str] | None = None,
+                  on_message: Callable[[dict[str, Any]], bytes | None] | None = None) -> SandboxRun:
     """Run ``python -m module`` under ``limits`` with ``payload`` on its stdin.
 
     The module gets the number of a pipe as ``sys.argv[1]``; one JSON object per line written
     there comes back in :attr:`SandboxRun.messages`. ``workdir`` becomes the child's only
-    writable folder and its HOME and TMPDIR.
+    writable folder and its HOME and TMPDIR (where the machine allows, a tmpfs of
+    ``limits.max_disk_bytes`` mounted over it that only the child sees).
+
+    With ``on_message``, stdin stays open after ``payload``: each message is passed to it as it
+    arrives, and what it returns is written to the child's stdin (``None`` closes stdin; raising
+    :class:`StopRun` kills the run). A line that is not a bounded JSON object also kills it, and
+    its reason lands in :attr:`SandboxRun.malformed`.
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    group = _make_cgroup(limits.max_processes)
+    groups = _make_cgroups(limits)
     read_fd, write_fd = os.pipe()
     config = {
         "limits": asdict(limits), "module": module, "workdir": str(workdir), "channel_fd": write_fd,
-        "cgroup": str(group) if group else None, "read_only": _allowed_paths(),
+        "cgroups": [str(g) for g in groups], "read_only": _allowed_paths(),
         "read_write": [str(workdir), "/dev/null"],
         "user_processes": _user_process_count() if os.geteuid() != 0 else 0,
     }
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), "TMPDIR": str(workdir),
+        "USER": "sandbox", "LOGNAME": "sandbox",
         "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": str(workdir), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
         "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
@@ -305,38 +497,36 @@ def run_sandboxed(module: str, payload: bytes, workdir: Path, limits: Limits = L
                for s, sink in ((proc.stdout, out), (proc.stderr, err))]
     for t in readers:
         t.start()
-    channel: list[bytes] = []
-    channel_reader = threading.Thread(target=_read_channel, args=(read_fd, channel), daemon=True)
-    channel_reader.start()
+    channel = _Channel(read_fd, proc, on_message, lambda: _kill_everything(proc, groups))
     try:
         proc.stdin.write(payload)
-        proc.stdin.close()
-    except BrokenPipeError:
+        proc.stdin.flush()
+        if on_message is None:
+            proc.stdin.close()
+    except (BrokenPipeError, OSError):
         pass
+    channel.thread.start()
     timed_out = False
     try:
         proc.wait(timeout=limits.wall_timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-    _kill_everything(proc, group)  # also reaps anything the child left behind
+    _kill_everything(proc, groups)  # also reaps anything the child left behind
     proc.wait()
-    for t in (*readers, channel_reader):
+    for t in (*readers, channel.thread):
         t.join(timeout=5)
-    messages = []
-    for line in b"".join(channel).splitlines():
-        try:
-            message = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(message, dict):
-            messages.append(message)
-    in_force = next((m.get("limits", {}) for m in messages if m.get("type") == "sandbox"), {})
+    out_of_memory = _out_of_memory(groups)
+    for group in groups:
+        _remove_cgroup(group)
+    in_force = next((m.get("limits") for m in channel.messages if m.get("type") == "sandbox"), None)
+    in_force = {str(k): str(v)[:300] for k, v in in_force.items()} if isinstance(in_force, dict) else {}
     in_force = {**in_force, "wall clock": f"{limits.wall_timeout_s:g} s (parent kills the process group)",
                 "per cell": f"{limits.cell_timeout_s:g} s", "output": f"{limits.max_output_bytes:,} bytes per stream"}
     return SandboxRun(
         returncode=proc.returncode, timed_out=timed_out, wall_s=time.perf_counter() - start,
         stdout=b"".join(out).decode("utf-8", "replace"), stderr=b"".join(err).decode("utf-8", "replace"),
-        output_truncated=any(trunc), messages=messages, limits_in_force=in_force,
+        output_truncated=any(trunc), messages=channel.messages, limits_in_force=in_force,
+        malformed=channel.malformed, out_of_memory=out_of_memory,
     )
 
 
@@ -361,26 +551,15 @@ def run_python(source: str, timeout_s: float = 5.0, memory_bytes: int = 512 << 2
     if not isinstance(source, str):
         raise TypeError(f"source must be a str of Python code, got {type(source).__name__}")
     limits = Limits(cell_timeout_s=timeout_s, wall_timeout_s=timeout_s, memory_bytes=memory_bytes, max_processes=8)
-    with tempfile.TemporaryDirectory(prefix="program-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="program-", ignore_cleanup_errors=True) as tmp:
         run = run_sandboxed("course_utils.program_runner", source.encode(), Path(tmp), limits)
+        remove_tree(Path(tmp))
     if run.timed_out:
         return ProgramRun(run.stdout, f"timed out after {timeout_s:g} s")
     if run.returncode != 0:
         lines = run.stderr.strip().splitlines()
         return ProgramRun(run.stdout, lines[-1] if lines else f"exit status {run.returncode}")
     return ProgramRun(run.stdout, None)
-
-
-_MAX_CHANNEL_BYTES = 64 << 20
-
-
-def _read_channel(fd: int, sink: list[bytes]) -> None:
-    total = 0
-    with os.fdopen(fd, "rb") as stream:
-        for chunk in iter(lambda: stream.read1(65536), b""):
-            if total < _MAX_CHANNEL_BYTES:
-                sink.append(chunk)
-            total += len(chunk)
 
 
 if __name__ == "__main__":

@@ -17,66 +17,31 @@ For each submission:
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
+import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
+from course_utils.grading import report
 from course_utils.grading.assign import make_student_version
+from course_utils.grading.results import STATUSES, QuestionResult, SubmissionResult
 from course_utils.grading.run import NotebookRun, run_cells
 from course_utils.grading.spec import LabFormatError, LabSpec, course_meta, parse_lab
 from course_utils.grading.values import compare
 from course_utils.sandbox import Limits
 
-__all__ = ["GradingContext", "QuestionResult", "SubmissionResult", "grade_one", "grade_submissions",
-           "prepare_lab", "student_name"]
+__all__ = ["GradingContext", "collect_submissions", "grade_one",
+           "grade_submissions", "prepare_lab", "read_submission_file", "student_name", "unique_names"]
 
 MAX_SUBMISSION_BYTES = 20 << 20
-STATUSES = ("passed", "failed", "error", "timeout", "memory", "missing")
-
-
-@dataclass
-class QuestionResult:
-    question: str
-    points: float
-    max_points: float
-    status: str  # one of STATUSES
-    reason: str
-    passed_cases: int = 0
-    total_cases: int = 0
-
-
-@dataclass
-class SubmissionResult:
-    student: str
-    path: str
-    sha256: str
-    questions: list[QuestionResult]
-    notes: list[str] = field(default_factory=list)
-    limits_in_force: dict[str, str] = field(default_factory=dict)
-    wall_s: float = 0.0
-    exec_s: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return round(sum(q.points for q in self.questions), 2)
-
-    @property
-    def max_total(self) -> float:
-        return sum(q.max_points for q in self.questions)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SubmissionResult:
-        data = dict(data)
-        data["questions"] = [QuestionResult(**q) for q in data["questions"]]
-        return cls(**data)
 
 
 @dataclass
@@ -89,6 +54,12 @@ class GradingContext:
     reference: dict[str, Any]  # case id -> the reference solution's return value
     limits: Limits
     lab_sha256: str
+
+    @property
+    def grading_key(self) -> str:
+        """What a stored result must match to be reused: the lab's bytes and every limit."""
+        text = json.dumps({"lab": self.lab_sha256, "limits": asdict(self.limits)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _runnable_cells(nb: nbformat.NotebookNode) -> list[tuple[int, dict]]:
@@ -125,16 +96,84 @@ def prepare_lab(solution_path: Path, limits: Limits) -> GradingContext:
 def student_name(path: Path, lab: str) -> str:
     """``alice.ipynb`` -> ``alice``; ``alice/00_x_lab.ipynb`` -> ``alice`` (folder per student)."""
     stem = path.stem if path.stem != lab else path.parent.name
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "submission"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).lstrip(".") or "submission"
 
 
-def _read_submission(path: Path) -> tuple[nbformat.NotebookNode | None, str]:
+def unique_names(paths: list[Path], lab: str) -> list[str]:
+    """One name per submission: names that collide (``a b`` and ``a_b``) each get a suffix made
+    from their own path, so the result does not depend on the order of the list."""
+    names = [student_name(p, lab) for p in paths]
+    taken = {n for n in names if names.count(n) > 1}
+    return [f"{n}-{hashlib.sha256(str(p).encode()).hexdigest()[:8]}" if n in taken else n
+            for p, n in zip(paths, names, strict=True)]
+
+
+def collect_submissions(items: list[Path]) -> tuple[list[Path], list[str]]:
+    """The submissions under the given files and folders, and warnings about what was skipped.
+
+    Folders are walked without following links; every ``.ipynb`` entry that is not a folder is a
+    submission (links, FIFOs and devices are refused when read, each with its own row).
+    """
+    files, warnings = [], []
+    for item in items:
+        if item.is_symlink() or not item.is_dir():
+            if not os.path.lexists(item):
+                raise ValueError(f"no such submission file or folder: {item}")
+            files.append(item)
+            continue
+        for folder, dirs, names in os.walk(item, followlinks=False):
+            links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+            warnings += [f"skipped {os.path.join(folder, d)}: a link to a folder, not a submission folder"
+                         for d in links]
+            dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints" and d not in links)
+            files += [Path(folder, n) for n in sorted(names) if n.endswith(".ipynb")]
+    if not files:
+        raise ValueError("no .ipynb submissions found in the given paths")
+    return files, warnings
+
+
+def read_submission_file(path: Path) -> tuple[bytes | None, str]:
+    """A submission's bytes, or why it is refused: only a regular file that is not a link, and
+    not over MAX_SUBMISSION_BYTES. Opened without following links and without blocking, and
+    checked on the open file, so nothing can be swapped in between the check and the read."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if os.path.islink(path):
+        return None, "the submission is a symbolic link, not a file; submit the notebook itself"
     try:
-        size = path.stat().st_size
-        if size > MAX_SUBMISSION_BYTES:
-            return None, f"the file is {size:,} bytes; submissions over {MAX_SUBMISSION_BYTES:,} bytes are refused"
-        text = path.read_bytes().decode("utf-8")
-        nb = nbformat.reads(text, as_version=4)
+        fd = os.open(path, flags)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None, "the submission is a symbolic link, not a file; submit the notebook itself"
+        return None, f"the file could not be opened ({err.strerror})"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((k for test, k in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+                                           (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"),
+                                           (stat.S_ISDIR, "a folder")) if test(info.st_mode)), "not a file")
+            return None, f"the submission is {kind}, not a regular file"
+        if info.st_size > MAX_SUBMISSION_BYTES:
+            return None, (f"the file is {info.st_size:,} bytes; submissions over {MAX_SUBMISSION_BYTES:,} bytes "
+                          "are refused")
+        chunks, total = [], 0
+        while total <= MAX_SUBMISSION_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > MAX_SUBMISSION_BYTES:
+            return None, f"the file grew past {MAX_SUBMISSION_BYTES:,} bytes while it was read; refused"
+        return b"".join(chunks), ""
+    except OSError as err:
+        return None, f"the file could not be read ({err.strerror})"
+    finally:
+        os.close(fd)
+
+
+def _parse_submission(raw: bytes) -> tuple[nbformat.NotebookNode | None, str]:
+    try:
+        nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
         if not isinstance(nb.get("cells"), list):
             return None, "the file is JSON but has no list of cells"
         return nb, ""
@@ -217,7 +256,7 @@ def _score(ctx: GradingContext, run: NotebookRun, missing: set[str]) -> list[Que
             results.append(QuestionResult(**base, status="missing",
                                           reason="not answered (the function still raises NotImplementedError)"))
             continue
-        passed, problems = 0, []
+        passed, public_passed, problems = 0, 0, []
         for case in cases:
             got = run.cases.get(case.id, {"status": "error", "detail": "no result"})
             label = f"{'public' if case.public else 'hidden'} case {case.id.rsplit('/', 1)[-1]}"
@@ -225,18 +264,18 @@ def _score(ctx: GradingContext, run: NotebookRun, missing: set[str]) -> list[Que
                 ok, reason = compare(ctx.reference[case.id], got.get("value"), case.rtol, case.atol)
                 if ok:
                     passed += 1
-                else:
-                    problems.append(("failed", f"{label}: {reason if case.public else 'wrong value'}"))
+                    public_passed += case.public
+                else:  # hidden cases say pass or fail only: their values could carry anything
+                    problems.append(("failed", f"{label}: {_clip(reason) if case.public else 'wrong value'}"))
             else:
                 status = got.get("status") if got.get("status") in STATUSES else "error"
-                detail = str(got.get("detail", ""))
-                # Hidden inputs stay hidden: for hidden cases show the exception type only.
-                shown = detail if case.public else detail.split(":")[0]
+                # Hidden inputs stay hidden: for a hidden case the status is all the feedback says.
+                shown = _clip(str(got.get("detail", ""))) if case.public else status
                 problems.append((status, f"{label}: {shown}"))
         if cell.get("status") not in (None, "ok"):
             first_line = (cell.get("detail") or "").splitlines()[:1]
             problems.insert(0, (cell["status"] if cell["status"] in STATUSES else "error",
-                                f"the answer cell: {''.join(first_line)}"))
+                                f"the answer cell: {_clip(''.join(first_line))}"))
         points = round(question.points * passed / len(cases), 2)
         if passed == len(cases):
             status, reason = "passed", f"all {len(cases)} test cases passed"
@@ -246,68 +285,94 @@ def _score(ctx: GradingContext, run: NotebookRun, missing: set[str]) -> list[Que
             if status == "missing":
                 status = "error"
             reason = f"{passed}/{len(cases)} test cases passed; " + "; ".join(m for _, m in problems[:3])
-        results.append(QuestionResult(**base | {"points": points}, status=status, reason=reason, passed_cases=passed))
+        results.append(QuestionResult(**base | {"points": points}, status=status, reason=reason, passed_cases=passed,
+                                      public_passed=public_passed, public_cases=sum(c.public for c in cases),
+                                      problems=[m for _, m in problems]))
     return results
 
 
-def grade_one(path: Path, ctx: GradingContext) -> SubmissionResult:
-    """Grade one submission file; never raises for anything the file contains."""
-    name = student_name(path, ctx.name)
+def _clip(text: str, limit: int = 200) -> str:
+    """Student-controlled text, shortened for the feedback."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _refused(ctx: GradingContext, name: str, path: Path, digest: str, status: str, why: str) -> SubmissionResult:
+    """A row for a submission that was not run: every question scores 0 with the reason."""
+    questions = [QuestionResult(q.id, 0.0, q.points, status, why,
+                                total_cases=sum(c.question == q.id for c in ctx.spec.cases),
+                                public_cases=sum(c.question == q.id and c.public for c in ctx.spec.cases))
+                 for q in ctx.spec.questions.values()]
+    return SubmissionResult(name, str(path), digest, questions, [why])
+
+
+def grade_one(path: Path, ctx: GradingContext, name: str | None = None) -> SubmissionResult:
+    """Grade one submission file; never raises, whatever the file is or contains."""
+    name = name or student_name(path, ctx.name)
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as err:
-        digest = ""
-        nb, problem = None, f"the file could not be read ({err})"
-    else:
-        nb, problem = _read_submission(path)
-    if nb is None:
-        questions = [QuestionResult(q.id, 0.0, q.points, "missing", problem,
-                                    total_cases=sum(c.question == q.id for c in ctx.spec.cases))
-                     for q in ctx.spec.questions.values()]
-        return SubmissionResult(name, str(path), digest, questions, [problem])
-    try:
-        sources, notes, missing = rebuild(ctx, nb)
-    except Exception as err:  # a structurally odd notebook: grade nothing, say why
-        sources, notes, missing = [], [f"the notebook's structure could not be read ({type(err).__name__})"], set(
-            ctx.spec.questions)
-    run = run_cells(sources, ctx.spec.cases, ctx.limits)
-    if run.output_truncated:
-        notes.append("the notebook printed more than the output limit; the rest was discarded (no effect on score)")
-    return SubmissionResult(name, str(path), digest, _score(ctx, run, missing), notes, run.limits_in_force,
-                            run.wall_s, run.exec_s)
+        raw, problem = read_submission_file(path)
+        if raw is None:
+            return _refused(ctx, name, path, "", "missing", problem)
+        digest = hashlib.sha256(raw).hexdigest()
+        nb, problem = _parse_submission(raw)
+        if nb is None:
+            return _refused(ctx, name, path, digest, "missing", problem)
+        try:
+            sources, notes, missing = rebuild(ctx, nb)
+        except Exception as err:  # a structurally odd notebook: grade nothing, say why
+            sources, notes, missing = [], [f"the notebook's structure could not be read ({type(err).__name__})"], set(
+                ctx.spec.questions)
+        run = run_cells(sources, ctx.spec.cases, ctx.limits)
+        if run.output_truncated:
+            notes.append("the notebook printed more than the output limit; the rest was discarded (no effect on score)")
+        return SubmissionResult(name, str(path), digest, _score(ctx, run, missing), notes + run.notes,
+                                run.limits_in_force, run.wall_s, run.exec_s)
+    except Exception as err:  # a fault of the grader's own, on this submission only
+        return _refused(ctx, name, path, "", "error",
+                        f"the grader failed on this submission ({type(err).__name__}); ask your instructor")
+
+
+def _previous(out_dir: Path, path: Path, name: str, ctx: GradingContext) -> SubmissionResult | None:
+    raw, _ = read_submission_file(path)
+    previous = report.load_previous(out_dir, name, ctx.grading_key, path)
+    if raw is None or previous is None or previous.sha256 != hashlib.sha256(raw).hexdigest():
+        return None
+    return previous
 
 
 def grade_submissions(paths: list[Path], ctx: GradingContext, out_dir: Path, jobs: int = 1,
                       force: bool = False) -> list[SubmissionResult]:
     """Grade many submissions in parallel, writing every report file into ``out_dir``.
 
-    A submission whose results file already records the same submission and lab hashes is
-    not graded again unless ``force``.
+    Always one result per path, in the order given: a submission whose grading fails in any way
+    gets a row with the reason. A submission whose stored result records the same submission,
+    lab and limits (:attr:`GradingContext.grading_key`) is not graded again unless ``force``;
+    such results have ``reused`` set.
     """
     from tqdm.auto import tqdm
 
-    from course_utils.grading import report
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = [student_name(p, ctx.name) for p in paths]
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise ValueError(f"two submissions map to the same student name(s) {sorted(duplicates)}; "
-                         "rename the files or use one folder per student")
+    names = unique_names(paths, ctx.name)
     results: dict[str, SubmissionResult] = {}
     todo = []
     for path, name in zip(paths, names, strict=True):
-        previous = None if force else report.load_previous(out_dir, name, ctx.lab_sha256)
-        if previous is not None and previous.sha256 == hashlib.sha256(path.read_bytes()).hexdigest():
+        previous = None if force else _previous(out_dir, path, name, ctx)
+        if previous is not None:
             results[name] = previous
         else:
-            todo.append(path)
+            todo.append((path, name))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(grade_one, p, ctx): p for p in todo}
+        futures = {pool.submit(grade_one, p, ctx, n): (p, n) for p, n in todo}
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {ctx.name}", unit="nb"):
-            result = future.result()
-            report.write_submission(out_dir, result, ctx)
-            results[result.student] = result
+            path, name = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:  # grade_one does not raise; this is the last line of defence
+                result = _refused(ctx, name, path, "", "error", f"the grader failed ({type(err).__name__})")
+            try:
+                report.write_submission(out_dir, result, ctx.name, ctx.grading_key)
+            except Exception as err:
+                result.notes.append(f"the feedback files could not be written ({type(err).__name__}: {err})")
+            results[name] = result
     ordered = [results[n] for n in names]
-    report.write_grades_csv(out_dir, ordered, ctx.spec)
+    report.write_grades_csv(out_dir, ordered, list(ctx.spec.questions))
     return ordered

@@ -1,9 +1,18 @@
 """Runs inside the sandbox: execute a notebook's cells, then call the graded functions.
 
-Input (stdin, JSON): ``{"cells": [{"index", "source"}], "cases": [{"id", "function", "args"}],
-"cell_timeout": seconds}``. Output (the channel pipe, one JSON line): each cell's status and
-each case's return value, encoded as plain data. This process never sees expected values:
-scoring happens in the grader, which only reads the values.
+A conversation with the grader, one JSON object per line each way:
+
+1. stdin: ``{"cells": [{"index", "source"}], "cell_timeout": seconds}``; the cells run, and
+   the channel gets ``{"type": "cells", "cells": [{"index", "status", "detail", "seconds"}],
+   "exec_s"}``.
+2. Then, case by case, stdin: ``{"id", "function", "args"}``; the channel gets ``{"type":
+   "case", "id", "status", "value" | "detail"}``. The grader sends the next case only after
+   this answer, public cases before hidden ones, and closes stdin after the last.
+
+So while a cell runs no test argument is in this process at all, and while a case runs only its
+own arguments are: hidden arguments cannot leak through a cell's output or a public case's
+value. This process never sees expected values: scoring happens in the grader, which only
+reads the values (and checks every message's shape).
 """
 
 from __future__ import annotations
@@ -59,16 +68,40 @@ def _timed(seconds: float, fn, *args):
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def _call(namespace: dict, case: dict, timeout: float, timed_out: set[str]) -> dict:
+    """Call one graded function on one case's arguments; the outcome as plain data."""
+    fn = namespace.get(case["function"])
+    if not callable(fn):
+        return {"status": "missing", "detail": f"{case['function']}() is not defined"}
+    if case["function"] in timed_out:  # one timeout per function is enough evidence
+        return {"status": "timeout", "detail": "skipped after an earlier case timed out"}
+    try:
+        return {"status": "ok", "value": encode(_timed(timeout, fn, *decode(case["args"])))}
+    except UnsupportedValue as err:
+        return {"status": "error", "detail": str(err)}
+    except BaseException as err:
+        if isinstance(err, CellTimeout):
+            timed_out.add(case["function"])
+        return {"status": _status(err), "detail": _describe(err)}
+
+
 def main(channel_fd: int) -> None:
-    job = json.loads(sys.stdin.buffer.read())
+    control = os.fdopen(os.dup(0), "rb")  # the grader's requests; it never sends ahead of our answers
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     sys.stdin = open(os.devnull)  # noqa: SIM115 - student code gets an empty stdin
     channel = os.fdopen(channel_fd, "w")
+
+    def send(message: dict) -> None:
+        channel.write(json.dumps(message) + "\n")
+        channel.flush()
+
     root = os.getpid()
+    job = json.loads(control.readline())
     namespace: dict = {"__name__": "__main__"}
     timeout = float(job["cell_timeout"])
-    cells, cases = [], {}
+    cells = []
     start = time.perf_counter()
-    for cell in job["cells"]:
+    for cell in job.pop("cells"):
         t0 = time.perf_counter()
         status, detail = "ok", ""
         try:
@@ -82,30 +115,15 @@ def main(channel_fd: int) -> None:
             os._exit(0)
         cells.append({"index": cell["index"], "status": status, "detail": detail,
                       "seconds": time.perf_counter() - t0})
-    exec_s = time.perf_counter() - start
+    send({"type": "cells", "cells": cells, "exec_s": time.perf_counter() - start})
     timed_out: set[str] = set()
-    for case in job["cases"]:
-        fn = namespace.get(case["function"])
-        if not callable(fn):
-            cases[case["id"]] = {"status": "missing", "detail": f"{case['function']}() is not defined"}
-            continue
-        if case["function"] in timed_out:  # one timeout per function is enough evidence
-            cases[case["id"]] = {"status": "timeout", "detail": "skipped after an earlier case timed out"}
-            continue
-        try:
-            value = encode(_timed(timeout, fn, *decode(case["args"])))
-            cases[case["id"]] = {"status": "ok", "value": value}
-        except UnsupportedValue as err:
-            cases[case["id"]] = {"status": "error", "detail": str(err)}
-        except BaseException as err:
-            cases[case["id"]] = {"status": _status(err), "detail": _describe(err)}
-            if isinstance(err, CellTimeout):
-                timed_out.add(case["function"])
+    for line in iter(control.readline, b""):
+        case = json.loads(line)
+        outcome = _call(namespace, case, timeout, timed_out)
         if os.getpid() != root:
             os._exit(0)
-    channel.write(json.dumps({"type": "results", "cells": cells, "cases": cases, "exec_s": exec_s,
-                              "cases_s": time.perf_counter() - start - exec_s}) + "\n")
-    channel.flush()
+        send({"type": "case", "id": case["id"], **outcome})
+        del case, outcome
     os._exit(0)  # skip any atexit handler the student registered
 
 

@@ -1,8 +1,13 @@
 """What the grader writes: grades.csv, feedback/<student>.md and .html, results/<student>.json.
 
 ``results/<student>.json`` follows Gradescope's autograder format (``score``, ``tests`` with
-``name``, ``score``, ``max_score``, ``status``, ``output``), with our own record in
-``extra_data`` so a later run can skip submissions that have not changed.
+``name``, ``score``, ``max_score``, ``status``, ``output``, ``visibility``): each question is two
+tests, its public cases (visible) and its hidden cases (``after_published`` by default). Our own
+record sits in ``extra_data`` (without any path of the instructor's), so a later run can skip
+submissions that have not changed.
+
+Everything a student could have influenced (reasons, notes, their name) is escaped: the
+Markdown feedback carries no raw HTML and no live links, the HTML feedback is escaped.
 """
 
 from __future__ import annotations
@@ -10,31 +15,39 @@ from __future__ import annotations
 import csv
 import html
 import json
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
+from course_utils.grading.results import SubmissionResult
 from course_utils.tables import format_table
 
-if TYPE_CHECKING:
-    from course_utils.grading.grade import GradingContext, SubmissionResult
-    from course_utils.grading.spec import LabSpec
+__all__ = ["HIDDEN_VISIBILITY", "feedback_markdown", "gradescope_results", "load_previous", "markdown_text",
+           "summary_table", "write_grades_csv", "write_submission"]
 
-__all__ = ["feedback_markdown", "load_previous", "summary_table", "write_grades_csv", "write_submission"]
+HIDDEN_VISIBILITY = "after_published"  # Gradescope shows hidden-case results once grades are published
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+
+def markdown_text(text: str) -> str:
+    """Text that Markdown shows literally: HTML escaped, Markdown syntax backslash-escaped, one line."""
+    one_line = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(one_line, quote=True))
 
 
 def feedback_markdown(result: SubmissionResult, lab: str) -> str:
-    lines = [f"# {lab}: feedback for {result.student}", "",
+    lines = [f"# {markdown_text(lab)}: feedback for {markdown_text(result.student)}", "",
              f"**Score: {result.total:g} / {result.max_total:g}**", "",
              "| question | points | status | why |", "|---|---|---|---|"]
     for q in result.questions:
-        reason = q.reason.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {q.question} | {q.points:g} / {q.max_points:g} | {q.status} | {reason} |")
+        lines.append(f"| {markdown_text(q.question)} | {q.points:g} / {q.max_points:g} | {markdown_text(q.status)} "
+                     f"| {markdown_text(q.reason)} |")
     if result.notes:
-        lines += ["", "## Notes on your notebook", ""] + [f"- {n}" for n in result.notes]
+        lines += ["", "## Notes on your notebook", ""] + [f"- {markdown_text(n)}" for n in result.notes]
     if result.limits_in_force:
         lines += ["", "## How it was run", "",
                   "Your answer cells ran in a fresh copy of the lab, in a separate process with these limits:", ""]
-        lines += [f"- {k}: {v}" for k, v in result.limits_in_force.items()]
+        lines += [f"- {markdown_text(k)}: {markdown_text(v)}" for k, v in result.limits_in_force.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -53,24 +66,42 @@ def _feedback_html(result: SubmissionResult, lab: str) -> str:
             + (f"<h2>How it was run</h2><ul>{limits}</ul>" if limits else "") + "</body></html>\n")
 
 
-def _gradescope(result: SubmissionResult, ctx: GradingContext) -> dict:
+def gradescope_results(result: SubmissionResult, grading_key: str,
+                       hidden_visibility: str = HIDDEN_VISIBILITY) -> dict[str, Any]:
+    """The submission in Gradescope's results.json format: per question a public and a hidden test."""
+    tests = []
+    for q in result.questions:
+        public_points, hidden_points = q.split_points()
+        hidden_cases = q.total_cases - q.public_cases
+        share = q.max_points / q.total_cases if q.total_cases else q.max_points
+        for kind, points, passed, cases, visibility in (
+                ("public", public_points, q.public_passed, q.public_cases, "visible"),
+                ("hidden", hidden_points, q.passed_cases - q.public_passed, hidden_cases, hidden_visibility)):
+            if not cases and kind == "hidden":
+                continue
+            lines = [p for p in q.problems if p.startswith(kind) or (kind == "public" and p.startswith("the answer"))]
+            if not cases or (q.status in ("missing",) and not q.problems):
+                lines = [q.reason]
+            tests.append({"name": f"{q.question} ({kind} cases)", "score": points,
+                          "max_score": round(share * cases, 2) if q.total_cases else q.max_points,
+                          "status": "passed" if passed == cases and cases else "failed",
+                          "output": "\n".join([f"{passed}/{cases} {kind} cases passed", *lines]),
+                          "visibility": visibility})
     return {
         "score": result.total,
         "execution_time": round(result.wall_s, 2),
         "output": "\n".join(result.notes),
-        "tests": [{"name": q.question, "score": q.points, "max_score": q.max_points, "status":
-                   "passed" if q.status == "passed" else "failed", "output": f"{q.status}: {q.reason}",
-                   "visibility": "visible"} for q in result.questions],
-        "extra_data": {"lab_sha256": ctx.lab_sha256, "result": result.to_dict()},
+        "tests": tests,
+        "extra_data": {"grading_key": grading_key, "result": result.to_dict()},
     }
 
 
-def write_submission(out_dir: Path, result: SubmissionResult, ctx: GradingContext) -> None:
-    """Feedback (md, html) and results JSON for one student; written atomically."""
-    text = feedback_markdown(result, ctx.name)
+def write_submission(out_dir: Path, result: SubmissionResult, lab: str, grading_key: str) -> None:
+    """Feedback (md, html) and results JSON for one student; each file written atomically."""
+    text = feedback_markdown(result, lab)
     for sub, suffix, content in (("feedback", ".md", text),
-                                 ("feedback", ".html", _feedback_html(result, ctx.name)),
-                                 ("results", ".json", json.dumps(_gradescope(result, ctx), indent=2))):
+                                 ("feedback", ".html", _feedback_html(result, lab)),
+                                 ("results", ".json", json.dumps(gradescope_results(result, grading_key), indent=2))):
         folder = out_dir / sub
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{result.student}{suffix}.tmp"
@@ -78,29 +109,28 @@ def write_submission(out_dir: Path, result: SubmissionResult, ctx: GradingContex
         tmp.replace(folder / f"{result.student}{suffix}")
 
 
-def load_previous(out_dir: Path, student: str, lab_sha256: str) -> SubmissionResult | None:
-    """The stored result of an earlier run for the same lab version, if there is one."""
-    from course_utils.grading.grade import SubmissionResult
-
+def load_previous(out_dir: Path, student: str, grading_key: str, path: Path) -> SubmissionResult | None:
+    """The stored result of an earlier run with the same lab and limits, if there is one."""
     try:
         data = json.loads((out_dir / "results" / f"{student}.json").read_text())
-        if data["extra_data"]["lab_sha256"] != lab_sha256:
+        if data["extra_data"]["grading_key"] != grading_key:
             return None
-        return SubmissionResult.from_dict(data["extra_data"]["result"])
+        return SubmissionResult.from_dict(data["extra_data"]["result"], path)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def write_grades_csv(out_dir: Path, results: list[SubmissionResult], spec: LabSpec) -> Path:
+def write_grades_csv(out_dir: Path, results: list[SubmissionResult], questions: list[str]) -> Path:
     path = out_dir / "grades.csv"
-    questions = list(spec.questions)
-    with open(path, "w", newline="") as f:
+    tmp = out_dir / ".grades.csv.tmp"
+    with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["student", *questions, "total", "max"])
         for r in results:
             points = {q.question: q.points for q in r.questions}
             writer.writerow([r.student, *(f"{points.get(q, 0):g}" for q in questions), f"{r.total:g}",
                              f"{r.max_total:g}"])
+    tmp.replace(path)
     return path
 
 

@@ -76,6 +76,13 @@ def _flat(value: Any) -> tuple[list[int] | None, Any]:
     return None, value
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    if isinstance(value, int) and abs(value) >= 10**60:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def compare(expected: Any, actual: Any, rtol: float = 1e-5, atol: float = 1e-6, _path: str = "") -> tuple[bool, str]:
     """(equal, reason): numbers within tolerance, everything else exactly; reason names the first difference.
 
@@ -89,10 +96,13 @@ def compare(expected: Any, actual: Any, rtol: float = 1e-5, atol: float = 1e-6, 
     if isinstance(expected, bool) or isinstance(actual, bool):
         return (expected is actual), f"{where} is {actual!r}, expected {expected!r}"
     if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
-        if math.isnan(expected) and math.isnan(actual):
-            return True, ""
-        ok = math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol)
-        return ok, "" if ok else f"{where} is {actual!r}, expected {expected!r}"
+        try:
+            if math.isnan(expected) and math.isnan(actual):
+                return True, ""
+            ok = math.isclose(actual, expected, rel_tol=rtol, abs_tol=atol)
+        except OverflowError:  # an integer too large for a float: only exact equality counts
+            ok = type(expected) is type(actual) and expected == actual
+        return ok, "" if ok else f"{where} is {_short(actual)}, expected {_short(expected)}"
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return False, f"{where} has length {len(actual)}, expected {len(expected)}"
