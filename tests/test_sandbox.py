@@ -271,3 +271,32 @@ def test_channel_messages_are_bounded_in_size_and_depth(line, reason):
     with pytest.raises(ValueError, match=reason):
         decode_message(line)
     assert decode_message(b'{"type": "case", "value": [[1]]}') == {"type": "case", "value": [[1]]}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or __import__("os").geteuid() != 0,
+                    reason="needs root, to start a grader as another user")
+def test_a_grader_that_is_not_root_confines_student_code_the_same_way(tmp_path):
+    """The grader itself runs as nobody: student code gets a user namespace, no capabilities, its own
+    PID namespace and file system view. Skipped where nobody cannot run this Python (e.g. under /root)."""
+    import os
+    import subprocess
+
+    tmp_path.chmod(0o777)
+    code = ("import json; from course_utils.sandbox import run_python\n"
+            "r = run_python(\"import os; print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\\n"
+            "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\")\n"
+            "print(json.dumps([r.stdout, r.error]))\n")
+    env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", ""), "LLM_COURSE_CACHE": str(tmp_path),
+           "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1])}
+    try:
+        done = subprocess.run([sys.executable, "-c", code], user=65534, group=65534, extra_groups=[], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    except PermissionError:
+        pytest.skip(f"nobody cannot run {sys.executable}")
+    if done.returncode != 0 and "Permission denied" in done.stderr:
+        pytest.skip(f"nobody cannot read this Python's files: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr
+    stdout, error = json.loads(done.stdout.strip().splitlines()[-1])
+    assert error is None
+    pids, cap_eff = stdout.strip().splitlines()
+    assert len(eval(pids)) <= 3 and int(cap_eff, 16) == 0  # noqa: S307 - our own output
