@@ -116,7 +116,8 @@ def test_program_of_thought_runs_in_the_sandbox():
     assert extract_code("no code here") is None
     assert extract_code("Sure:\n```python\nx = 1\nprint(x)") == "x = 1\nprint(x)"  # cut before the closing fence
     value, status = run_program("import os\nos.remove('/etc/hostname')")
-    assert value is None and "PermissionError" in status
+    # Refused by Landlock (PermissionError) or by the sandbox's read-only view of /etc.
+    assert value is None and ("PermissionError" in status or "Read-only file system" in status)
     value, status = run_program("while True:\n    pass", timeout_s=1)
     assert value is None and "timed out" in status
 

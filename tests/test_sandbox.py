@@ -283,7 +283,8 @@ def test_a_grader_that_is_not_root_confines_student_code_the_same_way(tmp_path):
 
     tmp_path.chmod(0o777)
     code = ("import json; from course_utils.sandbox import run_python\n"
-            "r = run_python(\"import os; print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\\n"
+            "r = run_python(\"import os, subprocess; print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\\n"
+            "subprocess.Popen(['sleep', '27.1828'], start_new_session=True)\\n"
             "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\")\n"
             "print(json.dumps([r.stdout, r.error]))\n")
     env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", ""), "LLM_COURSE_CACHE": str(tmp_path),
@@ -300,3 +301,6 @@ def test_a_grader_that_is_not_root_confines_student_code_the_same_way(tmp_path):
     assert error is None
     pids, cap_eff = stdout.strip().splitlines()
     assert len(eval(pids)) <= 3 and int(cap_eff, 16) == 0  # noqa: S307 - our own output
+    import psutil
+
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "27.1828" in (p.info["cmdline"] or [])]
