@@ -33,10 +33,11 @@ import select
 import signal
 import struct
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SANDBOX_UID", "confine", "privileges_in_force"]
+__all__ = ["SANDBOX_UID", "Confinement", "confine", "privileges_in_force"]
 
 SANDBOX_UID = 65534  # "nobody": who student code runs as when the grader is root
 
@@ -50,6 +51,15 @@ _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_CAPBSET_DROP = 1, 4, 24
 _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41}
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+
+
+@dataclass
+class Confinement:
+    """What :func:`confine` put in place, as the worker sees it."""
+
+    report: dict[str, str] = field(default_factory=dict)  # for the feedback: mechanism -> what holds
+    pid_namespace: bool = False  # others invisible, nothing outlives the run
+    network_namespace: bool = False  # no interface but loopback
 
 
 def _libc() -> ctypes.CDLL:
@@ -142,13 +152,14 @@ def _build_root(config: dict[str, Any], job_uid: int, report: dict[str, str]) ->
     report["disk"] = f"job folder is a {quota / 2**20:.0f} MiB tmpfs (the quota), gone when the run ends"
 
 
-def _new_namespaces(report: dict[str, str]) -> str:
-    """Unshare what this machine allows; returns the mode: 'root', 'user' or 'none'."""
+def _new_namespaces(report: dict[str, str]) -> tuple[str, bool]:
+    """Unshare what this machine allows: (mode 'root', 'user' or 'none', whether the network is
+    in a namespace of its own)."""
     libc = _libc()
     common = _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWUTS | _CLONE_NEWIPC
     if os.geteuid() == 0 and libc.unshare(common) == 0:
         report["namespaces"] = "own PID, mount, network, UTS and IPC namespaces"
-        return "root"
+        return "root", True
     uid, gid = os.geteuid(), os.getegid()
     if libc.unshare(_CLONE_NEWUSER | common) == 0:
         try:
@@ -157,14 +168,14 @@ def _new_namespaces(report: dict[str, str]) -> str:
             Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
         except OSError as err:
             report["namespaces"] = f"user namespace made but not mapped ({err.strerror})"
-            return "none"
+            return "none", True
         report["namespaces"] = "own user, PID, mount, network, UTS and IPC namespaces"
-        return "user"
+        return "user", True
     if libc.unshare(_CLONE_NEWNET) == 0 or libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0:
         report["namespaces"] = "network namespace only (no PID or mount namespace allowed here)"
-    else:
-        report["namespaces"] = "none allowed here (other processes visible, no file system view)"
-    return "none"
+        return "none", True
+    report["namespaces"] = "none allowed here (other processes visible, no file system view)"
+    return "none", False
 
 
 def _drop_privileges(mode: str) -> None:
@@ -232,20 +243,22 @@ def _init(worker: int, status_pipe: int) -> None:
     os._exit(0)
 
 
-def confine(config: dict[str, Any]) -> dict[str, str]:
+def confine(config: dict[str, Any]) -> Confinement:
     """Lock this process down; returns, in the worker only, what is in force.
 
     The supervisor and init never return: they exit when the worker does.
     """
-    report: dict[str, str] = {}
+    confined = Confinement()
+    report = confined.report
     if not sys.platform.startswith("linux"):
         report["namespaces"] = f"not available on {sys.platform}"
-        return report
-    mode = _new_namespaces(report)
+        return confined
+    mode, confined.network_namespace = _new_namespaces(report)
+    confined.pid_namespace = mode != "none"
     read_end, write_end = os.pipe()  # init -> supervisor: how the worker ended
     lifeline, held = os.pipe()  # the supervisor holds the write end until it dies
     libc = _libc()
-    if mode != "none":
+    if confined.pid_namespace:
         pid = os.fork()  # the child is pid 1 of the new PID namespace
         if pid:
             os.close(write_end)
@@ -274,4 +287,4 @@ def confine(config: dict[str, Any]) -> dict[str, str]:
             os.chown(config["workdir"], SANDBOX_UID, SANDBOX_UID)
     _drop_privileges(mode)
     report["privileges"] = privileges_in_force()
-    return report
+    return confined

@@ -197,16 +197,15 @@ def _child_main(config: dict[str, Any]) -> None:
     from course_utils.confinement import confine
 
     limits = Limits(**config["limits"])
-    joined = []
+    capped: set[str] = set()  # what the cgroups we joined cap: "pids", "memory"
     for group in config.get("cgroups", []):
         try:
-            Path(group, "cgroup.procs").write_text(str(os.getpid()))
-            joined.append(group)
+            Path(group["path"], "cgroup.procs").write_text(str(os.getpid()))
+            capped.update(group["caps"])
         except OSError:
             pass
-    report = confine(config)  # from here on this is the worker: namespaces made, privileges gone
-    pids_group = any(Path(g, "pids.max").exists() for g in joined)
-    memory_group = any(Path(g, name).exists() for g in joined for name in ("memory.max", "memory.limit_in_bytes"))
+    confined = confine(config)  # from here on this is the worker: namespaces made, privileges gone
+    report = confined.report
     # CPU seconds may be used by several cores at once, so allow twice the wall clock.
     cpu = int(limits.wall_timeout_s * 2) + 5
     for name, value in (("RLIMIT_AS", limits.memory_bytes), ("RLIMIT_CPU", cpu),
@@ -218,25 +217,25 @@ def _child_main(config: dict[str, Any]) -> None:
             report[name] = "could not be set"
     gib = limits.memory_bytes / 2**30
     report["memory"] = (f"{gib:.1f} GiB for all the run's processes together (cgroup) and per process "
-                        "(RLIMIT_AS)" if memory_group else f"{gib:.1f} GiB address space per process (RLIMIT_AS)")
+                        "(RLIMIT_AS)" if "memory" in capped else f"{gib:.1f} GiB address space per process (RLIMIT_AS)")
     report["cpu"] = f"{cpu} s CPU (RLIMIT_CPU)"
-    if pids_group:
+    if "pids" in capped:
         report["processes"] = f"at most {limits.max_processes} (cgroup pids.max)"
     elif os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
-        running = config.get("user_processes", 0) if "PID" not in report.get("namespaces", "") else 0
+        running = 0 if confined.pid_namespace else config.get("user_processes", 0)
         resource.setrlimit(resource.RLIMIT_NPROC, (running + limits.max_processes,) * 2)
         report["processes"] = f"at most {limits.max_processes} more (RLIMIT_NPROC)"
     else:
         report["processes"] = "not limited (no cgroup could be made)"
-    if "PID" in report.get("namespaces", ""):
+    if confined.pid_namespace:
         report["processes"] += "; none outlives the run (PID namespace)"
     report.setdefault("disk", f"no quota on the job folder; {limits.max_file_bytes / 2**20:.0f} MiB per file "
                               "(RLIMIT_FSIZE)")
     if limits.network:
         report["network"] = "allowed"
     else:
-        report["network"] = ("off (empty network namespace)" if "network" in report.get("namespaces", "")
-                             else "not isolated by namespace")
+        report["network"] = "off (empty network namespace)" if confined.network_namespace else \
+            "not isolated by namespace"
     report["filesystem"] = _apply_landlock(config["read_only"], config["read_write"], not limits.network)
     channel = os.fdopen(config["channel_fd"], "w", buffering=1)
     channel.write(json.dumps({"type": "sandbox", "limits": report}) + "\n")
@@ -261,42 +260,49 @@ def _read_capped(stream, cap: int, sink: list, truncated: list) -> None:
     truncated.append(total > cap)
 
 
-def _cgroup_roots() -> list[tuple[Path, dict[str, str]]]:
-    """Where a cgroup may be made, with the limit files to write there (v2, else v1)."""
+_SWAP_FILES = ("memory.swap.max", "memory.memsw.limit_in_bytes")  # best effort: swap accounting is often off
+
+
+def _cgroup_roots(limits: Limits) -> list[tuple[Path, dict[str, str]]]:
+    """Where a cgroup may be made, with the limit files to write there: v2, else v1's hierarchies."""
+    memory, pids = str(limits.memory_bytes), str(limits.max_processes)
     v2 = Path("/sys/fs/cgroup")
     try:
-        controllers = (v2 / "cgroup.subtree_control").read_text().split()
+        controllers = set((v2 / "cgroup.subtree_control").read_text().split())
     except OSError:
-        controllers = []
-    if "pids" in controllers or "memory" in controllers:
-        return [(v2, {"pids": "pids.max", "memory": "memory.max", "swap": "memory.swap.max"})]
-    return [(v2 / "pids", {"pids": "pids.max"}),
-            (v2 / "memory", {"memory": "memory.limit_in_bytes", "swap": "memory.memsw.limit_in_bytes"})]
+        controllers = set()
+    if controllers & {"pids", "memory"}:
+        return [(v2, {"pids.max": pids, "memory.max": memory, "memory.swap.max": "0"})]
+    # v1's memsw counts memory plus swap, so the memory limit again allows no swap.
+    return [(v2 / "pids", {"pids.max": pids}),
+            (v2 / "memory", {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory})]
 
 
-def _make_cgroups(limits: Limits) -> list[Path]:
-    """Fresh cgroups capping the run's process count and memory, where we may make them."""
-    values = {"pids": str(limits.max_processes), "memory": str(limits.memory_bytes),
-              "swap": "0"}
-    groups = []
-    for root, files in _cgroup_roots():
+def _make_cgroups(limits: Limits) -> list[tuple[Path, list[str]]]:
+    """Fresh cgroups for one run, each with what it caps ("pids", "memory"), where we may make them."""
+    made = []
+    for root, files in _cgroup_roots(limits):
         if not (root / "cgroup.procs").exists() or not os.access(root, os.W_OK):
             continue
         group = root / f"llm-course-sandbox-{uuid.uuid4().hex[:12]}"
         try:
             group.mkdir()
-            for kind, name in files.items():
-                if (group / name).exists():
-                    value = values[kind] if kind != "swap" or name.startswith("memory.swap") else values["memory"]
-                    try:
-                        (group / name).write_text(value)
-                    except OSError:
-                        if kind != "swap":  # swap accounting is often off; the memory limit still holds
-                            raise
-            groups.append(group)
+            caps = []
+            for name, value in files.items():
+                if not (group / name).exists():
+                    continue
+                try:
+                    (group / name).write_text(value)
+                except OSError:
+                    if name in _SWAP_FILES:
+                        continue
+                    raise
+                if name not in _SWAP_FILES:
+                    caps.append(name.split(".")[0])
+            made.append((group, caps))
         except OSError:
             _remove_cgroup(group)
-    return groups
+    return made
 
 
 def _remove_cgroup(group: Path) -> None:
@@ -466,11 +472,12 @@ def run_sandboxed(module: str, payload: bytes, workdir: Path, limits: Limits = L
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    groups = _make_cgroups(limits)
+    made = _make_cgroups(limits)
+    groups = [group for group, _ in made]
     read_fd, write_fd = os.pipe()
     config = {
         "limits": asdict(limits), "module": module, "workdir": str(workdir), "channel_fd": write_fd,
-        "cgroups": [str(g) for g in groups], "read_only": _allowed_paths(),
+        "cgroups": [{"path": str(g), "caps": caps} for g, caps in made], "read_only": _allowed_paths(),
         "read_write": [str(workdir), "/dev/null"],
         "user_processes": _user_process_count() if os.geteuid() != 0 else 0,
     }
@@ -551,9 +558,11 @@ def run_python(source: str, timeout_s: float = 5.0, memory_bytes: int = 512 << 2
     if not isinstance(source, str):
         raise TypeError(f"source must be a str of Python code, got {type(source).__name__}")
     limits = Limits(cell_timeout_s=timeout_s, wall_timeout_s=timeout_s, memory_bytes=memory_bytes, max_processes=8)
-    with tempfile.TemporaryDirectory(prefix="program-", ignore_cleanup_errors=True) as tmp:
-        run = run_sandboxed("course_utils.program_runner", source.encode(), Path(tmp), limits)
-        remove_tree(Path(tmp))
+    workdir = Path(tempfile.mkdtemp(prefix="program-"))
+    try:
+        run = run_sandboxed("course_utils.program_runner", source.encode(), workdir, limits)
+    finally:
+        remove_tree(workdir)
     if run.timed_out:
         return ProgramRun(run.stdout, f"timed out after {timeout_s:g} s")
     if run.returncode != 0:

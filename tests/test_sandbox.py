@@ -1,9 +1,14 @@
 """The sandbox's limits, each shown to bite (where this operating system offers it)."""
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -123,8 +128,6 @@ def _probe(code: str, **limits) -> dict:
 
 
 def _namespaces_allowed() -> bool:
-    import tempfile
-
     if not sys.platform.startswith("linux"):
         return False
     with tempfile.TemporaryDirectory() as job:
@@ -169,7 +172,7 @@ RESULT["secret_found_in"] = found
 ''')
     assert len(result["pids"]) <= 3 and max(result["pids"]) < 10  # itself and its init, nothing of ours
     assert result["caps"] == [0, 0, 0, 0] and result["no_new_privs"] == "1"
-    if __import__("os").geteuid() == 0:
+    if os.geteuid() == 0:
         assert result["uid"] == 65534
     for operation in ("sethostname", "nice", "klogctl", "chmod", "chown", "utime", "setxattr", "shadow"):
         assert result[operation], operation
@@ -199,7 +202,7 @@ def test_the_quota_reported_is_the_one_asked_for(tmp_path):
     assert run.limits_in_force["disk"].startswith("job folder is a 64 MiB tmpfs")
 
 
-@pytest.mark.skipif(not NAMESPACES or not __import__("os").access("/sys/fs/cgroup", __import__("os").W_OK),
+@pytest.mark.skipif(not NAMESPACES or not os.access("/sys/fs/cgroup", os.W_OK),
                     reason="needs namespaces and a cgroup we may create (root)")
 def test_memory_is_capped_for_all_processes_together(tmp_path):
     code = '''
@@ -223,8 +226,6 @@ RESULT = [os.waitstatus_to_exitcode(os.waitpid(k, 0)[1]) for k in kids]
 
 
 def test_a_job_folder_too_deep_for_rmtree_is_still_removed(tmp_path):
-    import os
-
     from course_utils.sandbox import remove_tree
 
     root = tmp_path / "job"
@@ -242,11 +243,9 @@ def test_a_job_folder_too_deep_for_rmtree_is_still_removed(tmp_path):
     assert remove_tree(root) == "" and not root.exists()
 
 
-@pytest.mark.skipif(__import__("os").geteuid() != 0 or not __import__("shutil").which("chattr"),
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("chattr"),
                     reason="needs root and chattr to make an immutable file")
 def test_a_job_folder_that_cannot_be_removed_is_reported_not_raised(tmp_path):
-    import subprocess
-
     from course_utils.sandbox import remove_tree
 
     root = tmp_path / "job"
@@ -273,14 +272,11 @@ def test_channel_messages_are_bounded_in_size_and_depth(line, reason):
     assert decode_message(b'{"type": "case", "value": [[1]]}') == {"type": "case", "value": [[1]]}
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or __import__("os").geteuid() != 0,
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
                     reason="needs root, to start a grader as another user")
 def test_a_grader_that_is_not_root_confines_student_code_the_same_way(tmp_path):
     """The grader itself runs as nobody: student code gets a user namespace, no capabilities, its own
     PID namespace and file system view. Skipped where nobody cannot run this Python (e.g. under /root)."""
-    import os
-    import subprocess
-
     tmp_path.chmod(0o777)
     code = ("import json; from course_utils.sandbox import run_python\n"
             "r = run_python(\"import os, subprocess; print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\\n"
@@ -288,7 +284,7 @@ def test_a_grader_that_is_not_root_confines_student_code_the_same_way(tmp_path):
             "print(open('/proc/self/status').read().split('CapEff:')[1].split()[0])\")\n"
             "print(json.dumps([r.stdout, r.error]))\n")
     env = {"HOME": str(tmp_path), "PATH": os.environ.get("PATH", ""), "LLM_COURSE_CACHE": str(tmp_path),
-           "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     try:
         done = subprocess.run([sys.executable, "-c", code], user=65534, group=65534, extra_groups=[], env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)

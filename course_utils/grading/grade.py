@@ -35,7 +35,7 @@ from course_utils.grading.assign import make_student_version
 from course_utils.grading.results import STATUSES, QuestionResult, SubmissionResult
 from course_utils.grading.run import NotebookRun, run_cells
 from course_utils.grading.spec import LabFormatError, LabSpec, course_meta, parse_lab
-from course_utils.grading.values import compare
+from course_utils.grading.values import clip, compare
 from course_utils.sandbox import Limits
 
 __all__ = ["GradingContext", "collect_submissions", "grade_one",
@@ -136,13 +136,11 @@ def read_submission_file(path: Path) -> tuple[bytes | None, str]:
     """A submission's bytes, or why it is refused: only a regular file that is not a link, and
     not over MAX_SUBMISSION_BYTES. Opened without following links and without blocking, and
     checked on the open file, so nothing can be swapped in between the check and the read."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    if os.path.islink(path):
-        return None, "the submission is a symbolic link, not a file; submit the notebook itself"
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags)
     except OSError as err:
-        if err.errno == errno.ELOOP:
+        if err.errno == errno.ELOOP:  # what O_NOFOLLOW answers for a link
             return None, "the submission is a symbolic link, not a file; submit the notebook itself"
         return None, f"the file could not be opened ({err.strerror})"
     try:
@@ -266,16 +264,16 @@ def _score(ctx: GradingContext, run: NotebookRun, missing: set[str]) -> list[Que
                     passed += 1
                     public_passed += case.public
                 else:  # hidden cases say pass or fail only: their values could carry anything
-                    problems.append(("failed", f"{label}: {_clip(reason) if case.public else 'wrong value'}"))
+                    problems.append(("failed", f"{label}: {clip(reason) if case.public else 'wrong value'}"))
             else:
                 status = got.get("status") if got.get("status") in STATUSES else "error"
                 # Hidden inputs stay hidden: for a hidden case the status is all the feedback says.
-                shown = _clip(str(got.get("detail", ""))) if case.public else status
+                shown = clip(str(got.get("detail", ""))) if case.public else status
                 problems.append((status, f"{label}: {shown}"))
         if cell.get("status") not in (None, "ok"):
             first_line = (cell.get("detail") or "").splitlines()[:1]
             problems.insert(0, (cell["status"] if cell["status"] in STATUSES else "error",
-                                f"the answer cell: {_clip(''.join(first_line))}"))
+                                f"the answer cell: {clip(''.join(first_line))}"))
         points = round(question.points * passed / len(cases), 2)
         if passed == len(cases):
             status, reason = "passed", f"all {len(cases)} test cases passed"
@@ -289,11 +287,6 @@ def _score(ctx: GradingContext, run: NotebookRun, missing: set[str]) -> list[Que
                                       public_passed=public_passed, public_cases=sum(c.public for c in cases),
                                       problems=[m for _, m in problems]))
     return results
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    """Student-controlled text, shortened for the feedback."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _refused(ctx: GradingContext, name: str, path: Path, digest: str, status: str, why: str) -> SubmissionResult:
@@ -332,11 +325,12 @@ def grade_one(path: Path, ctx: GradingContext, name: str | None = None) -> Submi
 
 
 def _previous(out_dir: Path, path: Path, name: str, ctx: GradingContext) -> SubmissionResult | None:
-    raw, _ = read_submission_file(path)
+    """The stored result for this very submission, lab and limits; the file is read only if one exists."""
     previous = report.load_previous(out_dir, name, ctx.grading_key, path)
-    if raw is None or previous is None or previous.sha256 != hashlib.sha256(raw).hexdigest():
+    if previous is None:
         return None
-    return previous
+    raw, _ = read_submission_file(path)
+    return previous if raw is not None and previous.sha256 == hashlib.sha256(raw).hexdigest() else None
 
 
 def grade_submissions(paths: list[Path], ctx: GradingContext, out_dir: Path, jobs: int = 1,

@@ -72,19 +72,20 @@ def gradescope_results(result: SubmissionResult, grading_key: str,
     tests = []
     for q in result.questions:
         public_points, hidden_points = q.split_points()
-        hidden_cases = q.total_cases - q.public_cases
-        share = q.max_points / q.total_cases if q.total_cases else q.max_points
         for kind, points, passed, cases, visibility in (
                 ("public", public_points, q.public_passed, q.public_cases, "visible"),
-                ("hidden", hidden_points, q.passed_cases - q.public_passed, hidden_cases, hidden_visibility)):
-            if not cases and kind == "hidden":
+                ("hidden", hidden_points, q.passed_cases - q.public_passed, q.total_cases - q.public_cases,
+                 hidden_visibility)):
+            if not cases:
                 continue
-            lines = [p for p in q.problems if p.startswith(kind) or (kind == "public" and p.startswith("the answer"))]
-            if not cases or (q.status in ("missing",) and not q.problems):
+            if q.status == "missing" and not q.problems:  # not run at all: the reason is the whole story
                 lines = [q.reason]
+            else:
+                own = (kind, "the answer") if kind == "public" else (kind,)  # answer-cell errors show with public
+                lines = [p for p in q.problems if p.startswith(own)]
             tests.append({"name": f"{q.question} ({kind} cases)", "score": points,
-                          "max_score": round(share * cases, 2) if q.total_cases else q.max_points,
-                          "status": "passed" if passed == cases and cases else "failed",
+                          "max_score": round(q.max_points * cases / q.total_cases, 2),
+                          "status": "passed" if passed == cases else "failed",
                           "output": "\n".join([f"{passed}/{cases} {kind} cases passed", *lines]),
                           "visibility": visibility})
     return {

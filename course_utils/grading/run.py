@@ -111,10 +111,12 @@ def run_cells(sources: list[tuple[int, str]], cases: list[Case], limits: Limits)
     """Run ``(cell index, source)`` pairs in order in a fresh sandbox, then call every case."""
     talk = _Conversation(sources, cases)
     job = {"cells": [{"index": i, "source": s} for i, s in sources], "cell_timeout": limits.cell_timeout_s}
-    with tempfile.TemporaryDirectory(prefix="llm-course-job-", ignore_cleanup_errors=True) as workdir:
-        run = run_sandboxed("course_utils.grading.harness", (json.dumps(job) + "\n").encode(), Path(workdir),
-                            limits, on_message=talk)
-        leftover = remove_tree(Path(workdir))
+    workdir = Path(tempfile.mkdtemp(prefix="llm-course-job-"))
+    try:
+        run = run_sandboxed("course_utils.grading.harness", (json.dumps(job) + "\n").encode(), workdir, limits,
+                            on_message=talk)
+    finally:
+        leftover = remove_tree(workdir)
     notes = [f"the job folder could not be removed: {leftover}"] if leftover else []
     if talk.stage == "done" and not run.malformed:
         return NotebookRun(talk.cells, talk.cases, True, "", "", run.wall_s, talk.exec_s, run.limits_in_force,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["UnsupportedValue", "compare", "decode", "encode"]
+__all__ = ["UnsupportedValue", "clip", "compare", "decode", "encode"]
 
 _MAX_DEPTH = 20
 
@@ -76,11 +76,15 @@ def _flat(value: Any) -> tuple[list[int] | None, Any]:
     return None, value
 
 
+def clip(text: str, limit: int = 200) -> str:
+    """Text shortened to ``limit`` characters (an ellipsis marks the cut): for what a student controls."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _short(value: Any, limit: int = 80) -> str:
     if isinstance(value, int) and abs(value) >= 10**60:
         return f"an integer of {len(str(abs(value)))} digits"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(repr(value), limit)
 
 
 def compare(expected: Any, actual: Any, rtol: float = 1e-5, atol: float = 1e-6, _path: str = "") -> tuple[bool, str]:

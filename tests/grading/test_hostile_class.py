@@ -130,12 +130,9 @@ def class_graded(tmp_path_factory, lab_context):
     subs.mkdir()
     _build(subs)
     paths, warnings = collect_submissions([subs])
-    old = os.environ.get("GRADER_API_TOKEN")
-    os.environ["GRADER_API_TOKEN"] = SECRET
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # the grader's own environment holds a secret
+        patch.setenv("GRADER_API_TOKEN", SECRET)
         results = grade_submissions(paths, lab_context, tmp / "out", jobs=2)
-    finally:
-        os.environ.pop("GRADER_API_TOKEN") if old is None else os.environ.__setitem__("GRADER_API_TOKEN", old)
     return {r.student: r for r in results}, tmp / "out", paths, warnings
 
 
