@@ -1,7 +1,7 @@
 """Attention's cost as the sequence grows: naive vs tiled (online softmax) vs torch SDPA.
 
 For T = 256 ... 8192 (one batch, 4 heads of 64, causal, float32) each implementation is timed
-(median of 3 calls) and its peak extra memory read from the OS (course_utils.measure), all in
+(median of 3 calls) and its peak extra memory read from the OS (course_utils.architecture.measure), all in
 one process on one machine, so the ratios are comparable. Sliding-window attention (w = 256) is
 timed for the tiled kernel, which skips the tiles the window hides.
 
@@ -11,9 +11,7 @@ T = 8192 is at most 5% of the naive one's.
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "attention.json"
@@ -22,8 +20,8 @@ WINDOW = 256
 
 
 def main() -> None:
-    from course_utils.environment import machine_info
-    from course_utils.measure import attention_cost, fit_slope, peak_memory_supported
+    from course_utils.architecture.measure import attention_cost, fit_slope, peak_memory_supported
+    from course_utils.environment import record_benchmark
 
     if not peak_memory_supported():
         sys.exit("peak memory needs Linux's /proc/self/clear_refs")
@@ -44,9 +42,6 @@ def main() -> None:
     ratio = last["tiled_peak_bytes"] / last["naive_peak_bytes"]
     big = [r for r in rows if r["T"] >= 1024]  # small T is dominated by fixed overheads
     result = {
-        "benchmark": "attention",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine_info(),
         "setup": {"batch": 1, "heads": 4, "head_dim": 64, "dtype": "float32", "causal": True, "tile": 256,
                   "window": WINDOW, "repeats": 3},
         "rows": rows,
@@ -59,8 +54,7 @@ def main() -> None:
         "target_tiled_over_naive_peak": 0.05,
         "meets_target": ratio <= 0.05,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = record_benchmark(RESULTS, "attention", **result)
     print(f"tiled/naive peak memory at T=8192: {ratio:.1%} -> {RESULTS}")
     if not result["meets_target"]:
         sys.exit("tiled attention's peak memory is over 5% of naive attention's")

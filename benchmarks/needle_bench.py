@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from course_utils.defaults import DEFAULT_MODEL
+
 RESULTS = Path(__file__).parent / "results" / "needle.json"
 LENGTHS = [500, 1000, 2000, 4000, 8000]
 DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -27,12 +29,12 @@ def main() -> None:
     from course_utils.environment import record_benchmark
     from course_utils.models import load_model
 
-    model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
+    model, tokenizer = load_model(DEFAULT_MODEL, device="cpu")
     start = time.perf_counter()
     trials = needle_grid(model, tokenizer, course_text(), LENGTHS, DEPTHS, seed=0)
     for t in trials:
         print(f"{t.length:>6} tokens, depth {t.depth:.2f}: log P = {t.log_prob:7.2f}, found {t.found}")
-    record_benchmark(RESULTS, "needle", model="smollm2-135m-instruct", haystack="chapters 00-06 prose (course_text())",
+    record_benchmark(RESULTS, "needle", model=DEFAULT_MODEL, haystack="chapters 00-06 prose (course_text())",
                      lengths=LENGTHS, depths=DEPTHS, trials=[asdict(t) for t in trials],
                      seconds=time.perf_counter() - start)
 

@@ -20,6 +20,8 @@ import json
 import time
 from pathlib import Path
 
+from course_utils.defaults import DEFAULT_MODEL
+
 RESULTS = Path(__file__).parent / "results" / "prompting.json"
 TARGET_SPEEDUP = 2.0
 
@@ -34,13 +36,13 @@ def main() -> None:
     import numpy as np
 
     from course_utils.chat import generate, generate_batch
-    from course_utils.environment import machine_info
+    from course_utils.environment import record_benchmark
     from course_utils.evaluation import option_logprobs, option_logprobs_batch
+    from course_utils.icl.prompting import Example, few_shot_messages
     from course_utils.models import load_model
-    from course_utils.prompting import Example, few_shot_messages
     from course_utils.tasks import load_task
 
-    model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
+    model, tokenizer = load_model(DEFAULT_MODEL, device="cpu")
     questions = [r["question"] for r in load_task("arithmetic")[:8]]
     generate(model, tokenizer, questions[0], max_new_tokens=4)  # warm-up
     fixed = {"max_new_tokens": 32}
@@ -65,7 +67,6 @@ def main() -> None:
     prompt_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
 
     result = {
-        "machine": machine_info(),
         "generation": {"prompts": len(questions), "new_tokens_each": 32, "one_by_one_s": round(t_loop, 2),
                        "batched_s": round(t_batch, 2), "speedup": round(t_loop / t_batch, 2),
                        "identical_tokens": same_tokens},
@@ -78,8 +79,7 @@ def main() -> None:
     result["meets_target"] = (result["generation"]["speedup"] >= TARGET_SPEEDUP and same_tokens
                               and result["likelihood"]["speedup"] >= TARGET_SPEEDUP
                               and max_difference < 1e-4 and same_labels)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = record_benchmark(RESULTS, "prompting", **result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     if not result["meets_target"]:
         raise SystemExit("a speedup is below target or the batched results differ")

@@ -20,9 +20,7 @@ Writes benchmarks/results/quantization.json.
 
 from __future__ import annotations
 
-import copy
 import json
-import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "quantization.json"
@@ -31,55 +29,39 @@ QUICK_SEQUENCES = 4  # calibration sequences of notebook 05 in QUICK mode
 
 
 def main() -> None:
-    from course_utils.environment import machine_info
-    from course_utils.evaluation import perplexity
+    from course_utils.architecture.transformer import Llama
+    from course_utils.defaults import DEFAULT_MODEL
+    from course_utils.environment import record_benchmark
     from course_utils.models import load_model
-    from course_utils.quantization import SCHEMES, linear_bits_per_weight, model_bytes, quantize_model
+    from course_utils.quantization.measuring import measure_scheme, measure_schemes
     from course_utils.quantization.texts import calibration_batch, held_out_passages
-    from course_utils.transformer import Llama
 
-    hf_model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
+    hf_model, tokenizer = load_model(DEFAULT_MODEL, device="cpu")
     base = Llama.from_hf(hf_model).eval()
     del hf_model
     passages, calibration = held_out_passages(tokenizer), calibration_batch(tokenizer)
-    base_ppl = perplexity(base, passages)
-    rows = [{"scheme": "float32 (as loaded from Q4_1)", "perplexity": round(base_ppl, 4), "increase": 0.0,
-             "linear_bits_per_weight": 32.0, "model_mb": round(model_bytes(base) / 1e6, 1), "quantize_s": 0.0}]
-    def measure(scheme: str, calibration_ids) -> dict:
-        model = copy.deepcopy(base)
-        start = time.perf_counter()
-        quantize_model(model, scheme, calibration=calibration_ids)
-        seconds = time.perf_counter() - start
-        ppl = perplexity(model, passages)
-        row = {"scheme": scheme, "perplexity": round(ppl, 4), "increase": round(ppl / base_ppl - 1, 5),
-               "linear_bits_per_weight": round(linear_bits_per_weight(model), 3),
-               "model_mb": round(model_bytes(model) / 1e6, 1), "quantize_s": round(seconds, 1)}
-        print(json.dumps(row), flush=True)
-        return row
-
-    rows += [measure(scheme, calibration) for scheme in SCHEMES]
+    rows = measure_schemes(base, passages, calibration)
     # GPTQ again with the 4 calibration sequences notebook 05 uses in QUICK mode
-    less_calibration = measure("gptq4-g128", calibration[:QUICK_SEQUENCES])
+    less_calibration = measure_scheme(base, "gptq4-g128", passages, rows[0]["perplexity"],
+                                      calibration[:QUICK_SEQUENCES])
 
     by = {r["scheme"]: r for r in rows}
     checks = {
         "gptq_beats_rtn_at_4_bits_groups_of_128": by["gptq4-g128"]["perplexity"] < by["rtn4-g128"]["perplexity"],
         "q8_0_increase_below_0.5%": by["q8_0"]["increase"] < Q8_0_LIMIT,
     }
-    result = {
-        "machine": machine_info(),
-        "model": "smollm2-135m-instruct, float32 de-quantized from its Q4_1 GGUF",
-        "held_out": {"text": "course_utils/data/passages.jsonl", "sequences": len(passages),
-                     "scored_tokens": sum(len(p) - 1 for p in passages)},
-        "calibration": {"text": "arithmetic, sentiment and multiple_choice task sets",
-                        "sequences": calibration.shape[0], "tokens_each": calibration.shape[1]},
-        "schemes": rows,
-        "gptq_with_less_calibration": {"sequences": QUICK_SEQUENCES, **less_calibration},
-        "checks": checks,
-        "meets_target": all(checks.values()),
-    }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = record_benchmark(
+        RESULTS, "quantization",
+        model=f"{DEFAULT_MODEL}, float32 de-quantized from its Q4_1 GGUF",
+        held_out={"text": "course_utils/data/passages.jsonl", "sequences": len(passages),
+                  "scored_tokens": sum(len(p) - 1 for p in passages)},
+        calibration={"text": "arithmetic, sentiment and multiple_choice task sets",
+                     "sequences": calibration.shape[0], "tokens_each": calibration.shape[1]},
+        schemes=rows,
+        gptq_with_less_calibration={"sequences": QUICK_SEQUENCES, **less_calibration},
+        checks=checks,
+        meets_target=all(checks.values()),
+    )
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "schemes")}, indent=2))
     if not result["meets_target"]:
         raise SystemExit("a quantization check failed")

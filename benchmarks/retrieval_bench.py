@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from course_utils.defaults import DEFAULT_MODEL
+
 RESULTS = Path(__file__).parent / "results" / "retrieval.json"
 RERANK_CHUNKING, RERANK_TOP = "sentence windows", 10
 
@@ -28,7 +30,7 @@ def main() -> None:
     start = time.perf_counter()
     rows = corpus.compare_retrieval(questions, embedder)
     retrieval_s = time.perf_counter() - start
-    model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
+    model, tokenizer = load_model(DEFAULT_MODEL, device="cpu")
     texts = [corpus.chapter_text(c) for c in sorted({q.chapter for q in questions})]
     chunks = corpus.chunk_chapters(texts, RERANK_CHUNKING, embedder)
     hybrid = corpus.rank_questions(chunks, questions, embedder)["hybrid"]

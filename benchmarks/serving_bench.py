@@ -30,21 +30,23 @@ import random
 import time
 from pathlib import Path
 
+from course_utils.defaults import DEFAULT_MODEL
+
 RESULTS = Path(__file__).parent / "results" / "serving.json"
 TARGET_CONCURRENT, TARGET_MIXED = 5.0, 1.5
 MIXED_REQUESTS, BATCH = 96, 16
 
 
 def main() -> None:
-    from course_utils.environment import machine_info
+    from course_utils.architecture.transformer import Llama
+    from course_utils.environment import record_benchmark
     from course_utils.models import load_model
-    from course_utils.roofline import matmul_flops
     from course_utils.serving import LLM, SamplingParams
     from course_utils.serving.baselines import static_batch_generate
+    from course_utils.serving.roofline import matmul_flops
     from course_utils.tasks import load_task
-    from course_utils.transformer import Llama
 
-    hf_model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
+    hf_model, tokenizer = load_model(DEFAULT_MODEL, device="cpu")
     # the engine runs a from-scratch copy of the same weights: one load serves both sides
     llm = LLM.from_model(Llama.from_hf(hf_model), tokenizer, num_blocks=1024, block_size=16, max_model_len=512,
                          max_num_seqs=16)
@@ -84,8 +86,7 @@ def main() -> None:
     decode_flops = 2 * params * engine_tps
 
     result = {
-        "machine": machine_info(),
-        "model": "smollm2-135m-instruct (float32)", "parameters": params,
+        "model": f"{DEFAULT_MODEL} (float32)", "parameters": params,
         "concurrent_16x64": {"sequential_generate_tokens_per_s": round(sequential_tps, 2),
                              "engine_tokens_per_s": round(engine_tps, 2),
                              "speedup": round(engine_tps / sequential_tps, 2),
@@ -111,8 +112,7 @@ def main() -> None:
     }
     result["meets_target"] = (result["concurrent_16x64"]["speedup"] >= TARGET_CONCURRENT
                               and result["mixed_lengths"]["speedup"] >= TARGET_MIXED)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = record_benchmark(RESULTS, "serving", **result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     if not result["meets_target"]:
         raise SystemExit("a speedup is below its target")

@@ -4,7 +4,7 @@ Each measurement runs in a fresh Python process against a private cache folder, 
 warm that a learner's first notebook cell would not have warm either. We time separately:
 
 * ``import_s``: ``import course_utils.models`` (torch + transformers' model code);
-* ``load_s``: the ``load_model("smollm2-135m-instruct")`` call, hash checks included;
+* ``load_s``: the ``load_model(DEFAULT_MODEL)`` call, hash checks included;
 * ``warm_reload_s``: a second ``load_model`` in the same process.
 
 Writes benchmarks/results/startup.json. Target (issue #2): cached ``load_s`` under 3 s.
@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from course_utils.defaults import DEFAULT_MODEL
+
 RESULTS = Path(__file__).parent / "results" / "startup.json"
-MODEL = "smollm2-135m-instruct"
 CACHED_RUNS = 3
 TARGET_S = 3.0
 
@@ -33,9 +34,9 @@ def child() -> None:
     from course_utils.models import load_model
 
     imported = time.perf_counter()
-    load_model(MODEL, device="cpu")
+    load_model(DEFAULT_MODEL, device="cpu")
     loaded = time.perf_counter()
-    load_model(MODEL, device="cpu")
+    load_model(DEFAULT_MODEL, device="cpu")
     print(json.dumps({"import_s": imported - start, "load_s": loaded - imported,
                       "warm_reload_s": time.perf_counter() - loaded}))
 
@@ -48,22 +49,19 @@ def measure(cache: Path) -> dict[str, float]:
 
 def main() -> None:
     from course_utils.assets import asset_path
-    from course_utils.environment import machine_info
+    from course_utils.environment import record_benchmark
 
-    gguf = asset_path(MODEL)
+    gguf = asset_path(DEFAULT_MODEL)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
-        target = cache / "assets" / MODEL / gguf.name
+        target = cache / "assets" / DEFAULT_MODEL / gguf.name
         target.parent.mkdir(parents=True)
         shutil.copy2(gguf, target)  # fetched, not yet converted: what `make run` does on a new machine
         first = measure(cache)
         cached = [measure(cache) for _ in range(CACHED_RUNS)]
     median = {k: statistics.median(run[k] for run in cached) for k in cached[0]}
     result = {
-        "benchmark": "startup",
-        "model": MODEL,
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine_info(),
+        "model": DEFAULT_MODEL,
         "first_load": first,
         "cached_load_runs": cached,
         "cached_load_median": median,
@@ -71,8 +69,7 @@ def main() -> None:
         "target_cached_load_s": TARGET_S,
         "meets_target": median["load_s"] < TARGET_S,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = record_benchmark(RESULTS, "startup", **result)
     print(f"first load {first['load_s']:.1f}s, cached load {median['load_s']:.2f}s (median of {CACHED_RUNS}), "
           f"import {median['import_s']:.1f}s, warm reload {median['warm_reload_s']:.2f}s -> {RESULTS}")
     if not result["meets_target"]:

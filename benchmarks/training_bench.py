@@ -25,8 +25,8 @@ TARGET_SPEEDUP = 1.3
 def main() -> None:
     import torch
 
-    from course_utils.environment import machine_info
-    from course_utils.training import model_ladder, stdlib_corpus, train, train_many
+    from course_utils.environment import record_benchmark
+    from course_utils.scaling.training import model_ladder, stdlib_corpus, train, train_many
 
     corpus = stdlib_corpus()
     configs = model_ladder([8, 12, 16, 32], tokens=300_000)
@@ -43,7 +43,6 @@ def main() -> None:
         losses[workers] = [r.held_out_loss for r in runs]
     speedup = timings["loop"] / timings[2]
     result = {
-        "machine": machine_info(),
         "configs": [{"width": c.dim, "parameters": c.n_params, "tokens": c.tokens} for c in configs],
         "loop_default_threads_s": round(timings["loop"], 2),
         "default_threads": torch.get_num_threads(),
@@ -55,8 +54,7 @@ def main() -> None:
         "target_speedup": TARGET_SPEEDUP,
         "meets_target": speedup >= TARGET_SPEEDUP and losses[1] == losses[2],
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    result = record_benchmark(RESULTS, "training", **result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     if not result["meets_target"]:
         raise SystemExit(f"speedup {speedup:.2f}x (target {TARGET_SPEEDUP}x) or losses differ")

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from course_utils.defaults import DEFAULT_MODEL
+from course_utils.serving.config import EngineConfig
 from course_utils.tables import format_table
 
 __all__ = ["main"]
@@ -152,7 +154,7 @@ def _limit_flags(p: argparse.ArgumentParser) -> None:
 
     d = Limits()
     p.add_argument("--cell-timeout", type=float, default=d.cell_timeout_s, help="seconds per cell and per test call")
-    p.add_argument("--timeout", type=float, default=600, help="seconds for a whole submission")
+    p.add_argument("--timeout", type=float, default=d.wall_timeout_s, help="seconds for a whole submission")
     p.add_argument("--memory-gb", type=float, default=d.memory_bytes / 2**30,
                    help="memory for a whole submission, all its processes together")
     p.add_argument("--max-processes", type=int, default=d.max_processes, help="process limit per submission")
@@ -292,19 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API (course engine)")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="embedded model name or local folder")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="embedded model name or local folder")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--num-blocks", type=int, default=512, help="KV-cache blocks in the pool")
-    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
-    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences decoded together at most")
-    p.add_argument("--max-model-len", type=int, default=2048, help="prompt plus output tokens at most")
+    engine = EngineConfig()
+    p.add_argument("--num-blocks", type=int, default=engine.num_blocks, help="KV-cache blocks in the pool")
+    p.add_argument("--block-size", type=int, default=engine.block_size, help="tokens per KV block")
+    p.add_argument("--max-num-seqs", type=int, default=engine.max_num_seqs, help="sequences decoded together at most")
+    p.add_argument("--max-model-len", type=int, default=engine.max_model_len, help="prompt plus output tokens at most")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("bench", help="load-test an OpenAI-compatible server (ours or vLLM's)")
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="the server's /v1 address")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="model name the server knows")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name the server knows")
     p.add_argument("--num-prompts", type=int, default=64)
     p.add_argument("--output-len", type=int, default=64, help="tokens generated per request")
     p.add_argument("--request-rate", default="inf", help="requests per second (Poisson), or inf for all at once")

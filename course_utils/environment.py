@@ -57,6 +57,7 @@ def record_benchmark(path: str | Path, name: str, **fields: object) -> dict[str,
     """Write a benchmark's result to ``path`` as JSON, with its name, today's date and this machine
     (:func:`machine_info`) ahead of ``fields``; returns what was written."""
     result = {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), **fields}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {path}")
     return result

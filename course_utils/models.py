@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from course_utils import assets
+from course_utils.defaults import DEFAULT_MODEL
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -45,7 +46,6 @@ __all__ = [
     "seed_everything",
 ]
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 _MANIFEST = "course_manifest.json"
 
 

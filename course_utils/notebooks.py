@@ -1,6 +1,6 @@
 """Executing and linting the course notebooks (used by ``llm-course run`` and the tests).
 
-The notebook contract (DESIGN.md): the first code cell is tagged ``parameters`` and sets at
+The notebook contract (docs/contributing.md): the first code cell is tagged ``parameters`` and sets at
 least QUICK, MODEL, SEED and DEVICE; the notebook runs top to bottom under papermill; it is
 committed executed, in order, with no paths of the author's machine and no huge outputs.
 """

@@ -54,7 +54,7 @@ class Limits:
     """Resource limits for one sandboxed run."""
 
     cell_timeout_s: float = 60.0  # enforced inside the child, per cell / per test case
-    wall_timeout_s: float = 300.0  # whole run, enforced by the parent with SIGKILL
+    wall_timeout_s: float = 600.0  # whole run, enforced by the parent with SIGKILL
     memory_bytes: int = 4 << 30
     max_processes: int = 32
     max_output_bytes: int = 1 << 20  # stdout and stderr, each; the rest is discarded

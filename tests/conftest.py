@@ -32,6 +32,6 @@ socket.socket.connect = _loopback_only
 @pytest.fixture(scope="session")
 def smollm2():
     """(model, tokenizer) of the embedded model on CPU, loaded once per test worker."""
-    from course_utils.models import load_model
+    from course_utils.models import DEFAULT_MODEL, load_model
 
-    return load_model("smollm2-135m-instruct", device="cpu")
+    return load_model(DEFAULT_MODEL, device="cpu")

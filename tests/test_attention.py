@@ -6,7 +6,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from course_utils.attention import attention_mask, naive_attention, repeat_kv, sdpa_attention, tiled_attention
+from course_utils.architecture.attention import (
+    attention_mask,
+    naive_attention,
+    repeat_kv,
+    sdpa_attention,
+    tiled_attention,
+)
 
 
 def reference(q, k, v, causal, window):
@@ -90,7 +96,7 @@ def test_bad_shapes_are_explained():
 
 
 def test_attention_cost_reports_time_and_a_quadratic_naive_peak():
-    from course_utils.measure import attention_cost, peak_memory_supported
+    from course_utils.architecture.measure import attention_cost, peak_memory_supported
 
     small, big = attention_cost("naive", 1024, repeats=1), attention_cost("naive", 2048, repeats=1)
     assert small["seconds"] > 0 and big["seconds"] > 0

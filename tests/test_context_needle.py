@@ -3,6 +3,7 @@
 import pytest
 
 from course_utils.context.needle import ANSWER_LEAD, NEEDLE, needle_grid, needle_prompt, needle_trial
+from course_utils.defaults import DEFAULT_MODEL
 
 HAYSTACK = " ".join(f"Paragraph {i} is about the weather, which was mild and grey that week." for i in range(60))
 
@@ -11,7 +12,7 @@ HAYSTACK = " ".join(f"Paragraph {i} is about the weather, which was mild and gre
 def smol():
     from course_utils.models import load_model
 
-    return load_model("smollm2-135m-instruct", device="cpu")
+    return load_model(DEFAULT_MODEL, device="cpu")
 
 
 def test_the_prompt_holds_the_requested_tokens_and_the_needle_at_its_depth(smol):

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from course_utils.data_quality import (
+from course_utils.scaling.data_quality import (
     contamination,
     deduplicate,
     jaccard,

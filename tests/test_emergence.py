@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils.emergence import AdditionTask, exact_match_from_token_accuracy, score_answers, smooth_token_accuracy
+from course_utils.scaling.emergence import (
+    AdditionTask,
+    exact_match_from_token_accuracy,
+    score_answers,
+    smooth_token_accuracy,
+)
 
 
 def test_exact_match_is_the_per_token_accuracy_to_the_answer_length():

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from course_utils.architecture.sizing import published_config
 from course_utils.finetune import (
     LoRAConfig,
     LoRALinear,
@@ -23,7 +24,6 @@ from course_utils.finetune import (
     trainable_parameter_count,
 )
 from course_utils.quantization import QuantizedLinear
-from course_utils.sizing import published_config
 
 TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=64)

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from course_utils.architecture.sizing import published_config
 from course_utils.finetune import LoRAConfig, inject_lora, prepare_qlora, trainable_parameter_count
 from course_utils.finetune.memory import estimate_training_memory, measure_training_memory
 from course_utils.finetune.sft import SFTExample, collate
-from course_utils.sizing import published_config
 
 CONFIG = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=64)

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from course_utils.induction import ALPHABET, episodes, in_context_score, induction_scores, probe_batch
-from course_utils.training import TrainConfig, train
-from course_utils.transformer import Llama
+from course_utils.architecture.transformer import Llama
+from course_utils.icl.induction import ALPHABET, episodes, in_context_score, induction_scores, probe_batch
+from course_utils.scaling.training import TrainConfig, train
 
 
 def test_episodes_repeat_a_random_string_of_the_drawn_length():
@@ -56,7 +56,7 @@ def test_induction_score_finds_the_copying_head():
 
 
 def test_training_on_episodes_with_a_probe_records_the_score():
-    from course_utils.training import Corpus
+    from course_utils.scaling.training import Corpus
 
     corpus = Corpus.from_bytes(episodes(400, (6, 10), 1), episodes(40, (6, 10), 2))
     batch = probe_batch(half=8, n=8)

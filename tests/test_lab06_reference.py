@@ -6,9 +6,9 @@ import torch
 from lab_solutions import solution_namespace
 from torch import nn
 
+from course_utils.architecture.sizing import published_config
 from course_utils.finetune import LoRALinear, count_lora_params
 from course_utils.finetune.dpo import dpo_loss
-from course_utils.sizing import published_config
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from course_utils.notebooks import NotebookExecutionError, execute_notebook, lin
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
-QUICK_BUDGET_S = 300  # DESIGN.md asks for < 150 s on 2 cores; the margin absorbs a busy CI machine
+QUICK_BUDGET_S = 300  # docs/contributing.md asks for < 150 s on 2 cores; the margin absorbs a busy CI machine
 
 
 def _ids(paths):

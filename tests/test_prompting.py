@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from course_utils.prompting import (
+from course_utils.icl.prompting import (
     CONTENT_FREE,
     ZERO_SHOT_COT,
     Example,

@@ -53,3 +53,38 @@ def test_agrees_with_bitsandbytes_int8_mixed_matmul():
     exact = x @ weight.T
     assert (ours - theirs).abs().mean() < 0.2 * (theirs - exact).abs().mean()
     assert (ours - exact).abs().mean() <= 1.1 * (theirs - exact).abs().mean()
+
+
+def _two_layer_model():
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(32, 16), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    return model
+
+
+def test_linear_inputs_records_what_each_layer_read_across_batches():
+    from course_utils.quantization.llm_int8 import linear_inputs
+
+    model = _two_layer_model()
+    batches = [torch.tensor([1, 2, 3]), torch.tensor([[4, 5], [6, 7]])]
+    seen = linear_inputs(model, {"first": model[1], "second": model[3]}, batches)
+    embedded = torch.cat([model[0](torch.tensor([1, 2, 3])), model[0](torch.tensor([4, 5, 6, 7]))])
+    assert seen["first"].shape == (7, 16) and torch.equal(seen["first"], embedded.detach())
+    assert torch.equal(seen["second"], torch.relu(model[1](embedded)).detach())
+    assert not model[1]._forward_hooks and not model[3]._forward_hooks  # hooks removed
+    with pytest.raises(ValueError, match="never called"):
+        linear_inputs(model, {"stray": torch.nn.Linear(2, 2)}, batches)
+
+
+def test_outlier_census_counts_dimensions_tokens_and_the_largest_value():
+    from course_utils.quantization.llm_int8 import outlier_census
+
+    x = torch.zeros(10, 32)
+    x[:4, 5] = 7.0   # dimension 5 crosses 6.0 in 4 of 10 tokens
+    x[2, 9] = -25.0  # dimension 9 holds the largest magnitude, in a token already counted
+    x[7, 1] = 5.9    # below the threshold
+    stats = outlier_census({"layer": x})["layer"]
+    assert (stats.max_abs, stats.dims, stats.top_dim) == (25.0, 2, 9)
+    assert stats.token_share == pytest.approx(0.4)
+    assert outlier_census({"layer": x}, threshold=30.0)["layer"].dims == 0

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.quantization.model import SCHEMES, QuantizedLinear, dequantize_model, model_bytes, quantize_model
-from course_utils.transformer import Llama, LlamaConfig
+from course_utils.architecture.transformer import Llama, LlamaConfig
+from course_utils.quantization.model import QuantizedLinear, dequantize_model, model_bytes, quantize_model
+from course_utils.quantization.schemes import SCHEMES
 
 CONFIG = LlamaConfig(vocab_size=64, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=256)
 # bytes per (out x in) weight for the stored buffers of each scheme, on CONFIG's shapes
@@ -24,7 +25,7 @@ def _ids() -> torch.Tensor:
     return torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", list(SCHEMES))
 def test_every_linear_but_the_head_is_replaced_and_the_logits_stay_close(scheme):
     model = _model()
     ids = _ids()

@@ -2,8 +2,14 @@
 
 import pytest
 
-from course_utils.roofline import decode_step_seconds, knee_batch, matmul_flops, memory_bandwidth, roofline_tokens_per_s
-from course_utils.transformer import Llama, LlamaConfig
+from course_utils.architecture.transformer import Llama, LlamaConfig
+from course_utils.serving.roofline import (
+    decode_step_seconds,
+    knee_batch,
+    matmul_flops,
+    memory_bandwidth,
+    roofline_tokens_per_s,
+)
 
 
 def test_the_roofline_is_memory_bound_below_the_knee_and_flat_above_it():

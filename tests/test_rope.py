@@ -7,7 +7,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as hf_apply
 
-from course_utils.rope import RopeScaling, apply_rope, inverse_frequencies, rope_cos_sin, rope_from_config
+from course_utils.architecture.rope import RopeScaling, apply_rope, inverse_frequencies, rope_cos_sin, rope_from_config
 
 SCALINGS = {
     "linear": {"rope_type": "linear", "factor": 4.0},

@@ -83,7 +83,7 @@ def test_vllm_backend_is_explained_without_a_gpu():
 
 
 def test_engines_built_from_one_model_share_its_weights(smollm2, reference):
-    from course_utils.transformer import Llama
+    from course_utils.architecture.transformer import Llama
 
     model, tokenizer = smollm2
     shared = Llama.from_hf(model)

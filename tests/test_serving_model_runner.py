@@ -2,10 +2,10 @@
 
 import torch
 
+from course_utils.architecture.transformer import KVCache, Llama, LlamaConfig
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.model_runner import MAX_DECODE_GROUPS, ModelRunner, decode_groups
 from course_utils.serving.sequence import Sequence
-from course_utils.transformer import KVCache, Llama, LlamaConfig
 
 
 def _allocated(lengths: list[int], manager: BlockManager) -> list[Sequence]:

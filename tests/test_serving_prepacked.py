@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from course_utils.architecture.transformer import Llama, LlamaConfig
 from course_utils.serving.prepacked import PrepackedLinear, can_prepack, prepacked_copy
-from course_utils.transformer import Llama, LlamaConfig
 
 pytestmark = pytest.mark.skipif(not can_prepack(nn.Linear(2, 2)), reason="this PyTorch build has no oneDNN packing")
 

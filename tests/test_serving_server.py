@@ -10,10 +10,11 @@ import httpx
 import openai
 import pytest
 
+from course_utils.defaults import DEFAULT_MODEL
 from course_utils.serving import LLM, SamplingParams
 from course_utils.serving.server import background_server
 
-NAME = "smollm2-135m-instruct"
+NAME = DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")

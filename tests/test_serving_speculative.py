@@ -50,7 +50,7 @@ def test_greedy_verification_keeps_drafts_while_they_match_the_argmax():
 
 @pytest.fixture(scope="module")
 def target(smollm2):
-    from course_utils.transformer import Llama
+    from course_utils.architecture.transformer import Llama
 
     return Llama.from_hf(smollm2[0])
 

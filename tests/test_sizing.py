@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from course_utils import sizing
+from course_utils.architecture import sizing
 
 
 @pytest.mark.parametrize("name", sorted(sizing.PUBLISHED_CONFIGS))

@@ -4,7 +4,15 @@ import math
 
 import pytest
 
-from course_utils.training import Corpus, TrainConfig, model_ladder, stdlib_corpus, stdlib_files, train, train_many
+from course_utils.scaling.training import (
+    Corpus,
+    TrainConfig,
+    model_ladder,
+    stdlib_corpus,
+    stdlib_files,
+    train,
+    train_many,
+)
 
 SMALL = dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, seq_len=32, batch_size=8, tokens=256 * 30,
              eval_tokens=2048)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_utils.transformer import KVCache, Llama, LlamaConfig
+from course_utils.architecture.transformer import KVCache, Llama, LlamaConfig
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ class BM25:
 def cached_embedder(embedder) -> SimpleNamespace:
     """``embedder`` with a memory: its ``encode`` embeds each distinct text once per process, however
     often it is asked (sentences shared by two chunkings, a cache queried at many thresholds)."""
-    from course_utils.prompting import cached_embed
+    from course_utils.icl.prompting import cached_embed
 
     return SimpleNamespace(encode=cached_embed(embedder.encode))
 

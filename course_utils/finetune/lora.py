@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from course_utils.sizing import config_shape
+from course_utils.architecture.sizing import config_shape
 
 __all__ = [
     "LoRAConfig", "LoRALinear", "count_lora_params", "inject_lora", "load_adapter", "lora_disabled", "lora_layers",

@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
+from course_utils.architecture.sizing import parameter_count
 from course_utils.finetune.lora import ALL_LINEAR, count_lora_params
 from course_utils.finetune.sft import labelled_logprobs, trainable_parameters
 from course_utils.quantization import model_bytes
-from course_utils.sizing import parameter_count
 
 __all__ = ["MemoryBreakdown", "estimate_training_memory", "measure_training_memory"]
 

@@ -7,71 +7,25 @@ weight, except ``llm.int8``, which multiplies in int8 with outlier decomposition
 reference implementations for measuring quality and memory, not fast kernels: on a GPU, use a
 library's fused kernels (bitsandbytes, llama.cpp, GPTQ/Marlin kernels in vLLM).
 
-Schemes (name: bits per weight of the linear layers):
-
-* ``q8_0``, ``q4_0``, ``q4_1``: llama.cpp's GGUF blocks of 32 (8.5, 4.5, 5.0);
-* ``nf4``: QLoRA's NormalFloat with double-quantized scales (about 4.13);
-* ``int8``: per-channel absmax int8, weights only, computed in float (8 + 32 / in_features);
-* ``llm.int8``: the same weights, multiplied with LLM.int8() (int8 activations, outliers in float);
-* ``rtn4-g128``: round-to-nearest 4-bit, asymmetric, groups of 128 (4 + 2 x 32/128 = 4.5 stored here
-  as float32 scale and zero point);
-* ``gptq4-g128``: GPTQ 4-bit with the same groups (plus a group index per input column),
-  calibrated on ``calibration`` token ids, one transformer block after another.
+The schemes and their bits per weight are listed in :mod:`~course_utils.quantization.schemes`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.quantization.gguf_blocks import dequantize_gguf, quantize_gguf
-from course_utils.quantization.gptq import GPTQResult, HessianAccumulator, gptq_quantize, rtn_quantize
-from course_utils.quantization.integer import pack_nibbles, quantize_int, unpack_nibbles
+from course_utils.quantization.gptq import GPTQResult, HessianAccumulator, gptq_quantize
 from course_utils.quantization.llm_int8 import int8_matmul
-from course_utils.quantization.nf4 import NF4Quantized, dequantize_nf4, quantize_nf4
+from course_utils.quantization.schemes import GROUP, SCHEMES, get_scheme, grouped_tensors
 
-__all__ = ["SCHEMES", "QuantizedLinear", "dequantize_model", "linear_bits_per_weight", "model_bytes", "quantize_model"]
+__all__ = ["QuantizedLinear", "dequantize_model", "linear_bits_per_weight", "model_bytes", "quantize_model"]
 
-SCHEMES = ("q8_0", "q4_0", "q4_1", "nf4", "int8", "llm.int8", "rtn4-g128", "gptq4-g128")
-GROUP = 128
 # GPTQ's dampening, as a share of the Hessian's mean diagonal. The paper's 1% assumes 128 x 2048
 # calibration tokens; with the few thousand the course uses, 10% keeps GPTQ from fitting the
 # calibration text instead of the layer (notebook 05 measures both on held-out text).
 GPTQ_DAMP = 0.1
-
-
-def _grouped_tensors(result: GPTQResult) -> dict[str, torch.Tensor]:
-    return {"packed": pack_nibbles(result.q), "scale": result.scale, "zero": result.zero,
-            "group_index": result.group_index.to(torch.int16)}
-
-
-def _grouped_weight(t: dict[str, torch.Tensor]) -> torch.Tensor:
-    return GPTQResult(unpack_nibbles(t["packed"]), t["scale"], t["zero"], t["group_index"].long(), 4).dequantize()
-
-
-def _nf4_tensors(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    q = quantize_nf4(weight)
-    return {"packed": q.packed, "absmax": q.absmax, "scale_absmax": q.scale_absmax, "offset": q.offset}
-
-
-def _int8_tensors(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    q = quantize_int(weight, 8, symmetric=True, granularity="channel")
-    return {"q": q.q, "scale": q.scale[:, 0]}
-
-
-def _quantizer(scheme: str) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    if scheme in ("q8_0", "q4_0", "q4_1"):
-        return lambda w: {"blocks": quantize_gguf(w, scheme)}
-    if scheme == "nf4":
-        return _nf4_tensors
-    if scheme in ("int8", "llm.int8"):
-        return _int8_tensors
-    if scheme == "rtn4-g128":
-        return lambda w: _grouped_tensors(rtn_quantize(w, 4, GROUP))
-    raise ValueError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
 
 
 class _DequantizedMatmul(torch.autograd.Function):
@@ -107,7 +61,7 @@ class QuantizedLinear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, scheme: str, result: GPTQResult | None = None) -> QuantizedLinear:
         """Quantize ``linear`` (or store an already computed GPTQ ``result``)."""
-        tensors = _grouped_tensors(result) if result is not None else _quantizer(scheme)(linear.weight.detach())
+        tensors = grouped_tensors(result) if result is not None else get_scheme(scheme).quantize(linear.weight.detach())
         return cls(scheme, linear.in_features, linear.out_features, tensors, linear.bias)
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -115,17 +69,8 @@ class QuantizedLinear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """The (out, in) float32 weight the stored data stands for."""
-        t = self._tensors()
-        if self.scheme in ("q8_0", "q4_0", "q4_1"):
-            weight = dequantize_gguf(t["blocks"], self.scheme)
-        elif self.scheme == "nf4":
-            shape = (self.out_features, self.in_features)
-            weight = dequantize_nf4(NF4Quantized(t["packed"], t["absmax"], shape, t["scale_absmax"], t["offset"]))
-        elif self.scheme in ("int8", "llm.int8"):
-            weight = t["q"].float() * t["scale"][:, None]
-        else:
-            weight = _grouped_weight(t)
-        return weight.reshape(self.out_features, self.in_features)
+        shape = (self.out_features, self.in_features)
+        return SCHEMES[self.scheme].load(self._tensors(), shape).reshape(shape)
 
     def to_linear(self) -> nn.Linear:
         """An ``nn.Linear`` holding the de-quantized weight (float32) and the bias."""
@@ -141,7 +86,7 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out)."""
-        if self.scheme == "llm.int8":
+        if SCHEMES[self.scheme].int8_compute:
             out = int8_matmul(x, self.q, self.scale)
             return out if self.bias is None else out + self.bias
         if torch.is_grad_enabled() and x.requires_grad:  # training through this layer (QLoRA)
@@ -171,11 +116,9 @@ def quantize_model(model: nn.Module, scheme: str, calibration: torch.Tensor | No
 
     The output head (``lm_head``, often tied to the embeddings) stays in float, as in GPTQ and
     llama.cpp's usual mixes. ``gptq4-g128`` needs ``calibration`` token ids (batch, length) and a
-    course :class:`~course_utils.transformer.Llama`.
+    course :class:`~course_utils.architecture.transformer.Llama`.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
-    if scheme == "gptq4-g128":
+    if get_scheme(scheme).needs_calibration:  # GPTQ: calibrated on the activations of the model itself
         return _gptq_model(model, calibration, skip)
     for parent, name, linear in _linear_layers(model, skip):
         setattr(parent, name, QuantizedLinear.from_linear(linear, scheme))
@@ -196,11 +139,12 @@ def _gptq_model(model: nn.Module, calibration: torch.Tensor | None, skip: tuple[
     are quantized stacked, in one pass: GPTQ treats output rows independently, so this gives what
     quantizing them one by one would, with one matrix inverse instead of three.
     """
-    from course_utils.rope import rope_cos_sin
-    from course_utils.transformer import Llama
+    from course_utils.architecture.rope import rope_cos_sin
+    from course_utils.architecture.transformer import Llama
 
     if not isinstance(model, Llama):
-        raise TypeError("gptq4-g128 quantizes a course Llama (course_utils.transformer.Llama.from_hf(model))")
+        raise TypeError("gptq4-g128 quantizes a course Llama: pass "
+                        "course_utils.architecture.transformer.Llama.from_hf(model)")
     if calibration is None or calibration.dim() != 2:
         raise ValueError("gptq4-g128 needs calibration token ids of shape (batch, length)")
     positions = torch.arange(calibration.shape[1], device=calibration.device)

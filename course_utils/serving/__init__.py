@@ -6,9 +6,17 @@
 * :mod:`~course_utils.serving.scheduler`: prefill/decode steps, token budget, preemption.
 * :mod:`~course_utils.serving.model_runner`: the packed forward pass through the paged pool.
 * :mod:`~course_utils.serving.engine`: the step loop; :mod:`~course_utils.serving.llm`: ``LLM``.
+* :mod:`~course_utils.serving.roofline`: measured FLOP/s and bandwidth, and the decode roofline.
 """
 
-from course_utils.serving.llm import LLM, RequestOutput
-from course_utils.serving.sampling import SamplingParams
+from importlib import import_module
 
 __all__ = ["LLM", "RequestOutput", "SamplingParams"]
+_HOMES = {"LLM": "llm", "RequestOutput": "llm", "SamplingParams": "sampling"}
+
+
+def __getattr__(name: str):
+    """Import the engine (and torch) on first use, so light modules such as ``config`` load fast."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'course_utils.serving' has no attribute {name!r}")
+    return getattr(import_module(f"course_utils.serving.{_HOMES[name]}"), name)

@@ -8,37 +8,19 @@ sequence by one token and reports which ones changed, ``abort`` drops a request 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 
+from course_utils.architecture.transformer import Llama
 from course_utils.chat import find_stop
 from course_utils.serving.block_manager import BlockManager
+from course_utils.serving.config import EngineConfig
 from course_utils.serving.model_runner import ModelRunner
 from course_utils.serving.sampling import SamplingParams, sample
 from course_utils.serving.scheduler import Scheduler
 from course_utils.serving.sequence import Sequence
-from course_utils.transformer import Llama
 
 __all__ = ["EngineConfig", "LLMEngine"]
-
-
-@dataclass
-class EngineConfig:
-    """Sizes of the engine: the KV pool and the per-step limits (vLLM's names)."""
-
-    num_blocks: int = 512
-    block_size: int = 16
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
-    max_model_len: int = 2048
-    enable_prefix_caching: bool = True
-
-    def __post_init__(self) -> None:
-        if self.num_blocks * self.block_size < self.max_model_len:
-            raise ValueError(f"the KV pool ({self.num_blocks} blocks of {self.block_size} tokens) must hold at "
-                             f"least max_model_len = {self.max_model_len} tokens, or a long request could never "
-                             "finish")
 
 
 class LLMEngine:

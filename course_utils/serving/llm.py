@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
-from course_utils.serving.engine import EngineConfig, LLMEngine
+from course_utils.architecture.transformer import Llama
+from course_utils.defaults import DEFAULT_MODEL
+from course_utils.serving.config import EngineConfig
+from course_utils.serving.engine import LLMEngine
 from course_utils.serving.sampling import SamplingParams
 from course_utils.serving.sequence import Sequence
-from course_utils.transformer import Llama
 
 __all__ = ["LLM", "CompletionOutput", "RequestMetrics", "RequestOutput", "request_output"]
 
@@ -74,7 +76,7 @@ class LLM:
     ``gpu_memory_utilization``, ...).
     """
 
-    def __init__(self, model: str = "smollm2-135m-instruct", backend: str = "course", device: str = "cpu",
+    def __init__(self, model: str = DEFAULT_MODEL, backend: str = "course", device: str = "cpu",
                  **engine_args):
         if backend not in ("course", "vllm"):
             raise ValueError(f"backend must be 'course' or 'vllm', got {backend!r}")

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from course_utils.architecture.transformer import Llama
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.prepacked import can_prepack, prepacked_copy
 from course_utils.serving.sequence import Sequence
-from course_utils.transformer import Llama
 
 __all__ = ["DecodeGroup", "ModelRunner", "PagedKVCache", "StepBatch"]
 

@@ -28,7 +28,7 @@ __all__ = ["Scheduler"]
 
 
 class Scheduler:
-    def __init__(self, manager: BlockManager, max_num_seqs: int = 64, max_num_batched_tokens: int = 2048):
+    def __init__(self, manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int):
         if max_num_seqs < 1 or max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
         self.manager = manager

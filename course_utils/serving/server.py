@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from course_utils.defaults import DEFAULT_MODEL
 from course_utils.serving.engine import LLMEngine
 from course_utils.serving.llm import RequestOutput, request_output
 from course_utils.serving.sampling import SamplingParams
@@ -310,7 +311,7 @@ def background_server(engine: LLMEngine, model_name: str, port: int | None = Non
         async_engine.shutdown()
 
 
-def serve(model: str = "smollm2-135m-instruct", host: str = "127.0.0.1", port: int = 8000,
+def serve(model: str = DEFAULT_MODEL, host: str = "127.0.0.1", port: int = 8000,
           device: str = "cpu", **engine_args) -> None:
     """Load ``model`` and serve it until interrupted (``llm-course serve``)."""
     import uvicorn

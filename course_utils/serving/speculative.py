@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from course_utils.transformer import KVCache, Llama
+from course_utils.architecture.transformer import KVCache, Llama
 
 __all__ = ["ModelDraft", "SpeculativeStats", "expected_tokens_per_step", "greedy_agreement", "ngram_draft",
            "speculative_generate", "truncated_draft", "verify"]

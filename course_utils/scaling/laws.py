@@ -1,7 +1,7 @@
 """Scaling laws: Kaplan et al. (2020), Chinchilla (Hoffmann et al., 2022) and what follows from them.
 
 Units: N parameters, D training tokens, C training FLOPs with C = 6 N D (forward + backward,
-see :func:`course_utils.sizing.flops_per_token`), loss in nats per token.
+see :func:`course_utils.architecture.sizing.flops_per_token`), loss in nats per token.
 
 * Kaplan: L(N) = (N_c / N)^a_N, L(D) = (D_c / D)^a_D, L(C_min) = (C_c / C_min)^a_C, and the joint
   L(N, D) = [(N_c / N)^(a_N / a_D) + D_c / D]^a_D; compute-efficient models grow as N ~ C^0.73.

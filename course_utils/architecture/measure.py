@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from course_utils import attention
+from course_utils.architecture import attention
 
 __all__ = ["attention_cost", "fit_slope", "peak_memory_supported"]
 

@@ -5,8 +5,8 @@
       -> n_layers x [ x + Attention(RMSNorm(x)) ; x + MLP(RMSNorm(x)) ]
       -> RMSNorm -> lm_head (tied to embed_tokens or not)   (B, T, V)
 
-Attention uses rotary positions (course_utils.rope) and grouped-query heads
-(course_utils.attention); the MLP is SwiGLU: down(silu(gate(x)) * up(x)). Parameter names
+Attention uses rotary positions (course_utils.architecture.rope) and grouped-query heads
+(course_utils.architecture.attention); the MLP is SwiGLU: down(silu(gate(x)) * up(x)). Parameter names
 follow transformers' Llama so :meth:`Llama.from_hf` is a plain state-dict copy.
 :class:`KVCache` is a contiguous, pre-allocated cache for incremental decoding.
 tests/test_transformer.py checks the logits against transformers on the embedded SmolLM2.
@@ -20,8 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.attention import naive_attention, sdpa_attention, tiled_attention
-from course_utils.rope import RopeScaling, apply_rope, inverse_frequencies, rope_cos_sin, scaling_from_config
+from course_utils.architecture.attention import naive_attention, sdpa_attention, tiled_attention
+from course_utils.architecture.rope import (
+    RopeScaling,
+    apply_rope,
+    inverse_frequencies,
+    rope_cos_sin,
+    scaling_from_config,
+)
 
 __all__ = ["KVCache", "Llama", "LlamaConfig"]
 

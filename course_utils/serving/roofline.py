@@ -14,7 +14,7 @@ the arithmetic wins and throughput stops growing with B (*compute-bound*). Atten
 the KV cache add to the memory side and grow with B x context; this model leaves them out.
 
 :func:`matmul_flops` and :func:`memory_bandwidth` measure the two limits on this machine;
-:func:`decode_step_seconds` times a real decode step of a :class:`~course_utils.transformer.Llama`.
+:func:`decode_step_seconds` times a real decode step of a :class:`~course_utils.architecture.transformer.Llama`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from course_utils.transformer import KVCache, Llama
+from course_utils.architecture.transformer import KVCache, Llama
 
 __all__ = ["decode_step_seconds", "knee_batch", "matmul_flops", "memory_bandwidth", "roofline_tokens_per_s"]
 

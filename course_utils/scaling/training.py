@@ -5,7 +5,7 @@ Python, no network needed, about 13 MB of real text. Tokens are bytes (a 256-ent
 so the embedding stays small and every model size spends its parameters on transformer blocks.
 Whole files are assigned to the held-out split by a hash of their path, so no file is in both.
 
-The model is chapter 1's :class:`course_utils.transformer.Llama`; training is AdamW with linear
+The model is chapter 1's :class:`course_utils.architecture.transformer.Llama`; training is AdamW with linear
 warm-up and cosine decay, seeded end to end, with token and FLOP accounting: C = 6 N D with N every
 parameter, the (tied) embedding included, as Hoffmann et al. count it. With a 256-byte vocabulary
 the output layer is a large share of a tiny model's compute, so leaving it out (as Kaplan et al.
@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from course_utils.transformer import Llama, LlamaConfig
+from course_utils.architecture.transformer import Llama, LlamaConfig
 
 __all__ = [
     "Corpus", "SourceFile", "TrainConfig", "TrainResult", "evaluate", "model_ladder", "stdlib_corpus", "stdlib_files",

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from course_utils import scaling
-from course_utils.scaling import CHINCHILLA_TABLE3, EPOCH, HOFFMANN, KAPLAN, compute_optimal, fit_chinchilla
+from course_utils.scaling import laws
+from course_utils.scaling.laws import CHINCHILLA_TABLE3, EPOCH, HOFFMANN, KAPLAN, compute_optimal, fit_chinchilla
 
 EPOCH_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chinchilla_svg_extracted.csv"
 
@@ -20,7 +20,7 @@ def test_allocation_exponent_of_the_rounded_hoffmann_constants():
 
 @pytest.mark.parametrize("n, flops, d", CHINCHILLA_TABLE3)
 def test_table3_rows_satisfy_c_equals_6nd(n, flops, d):
-    assert scaling.training_flops(n, d) == pytest.approx(flops, rel=0.05)
+    assert laws.training_flops(n, d) == pytest.approx(flops, rel=0.05)
 
 
 @pytest.mark.parametrize("law", [HOFFMANN, EPOCH], ids=["hoffmann", "epoch"])
@@ -29,7 +29,7 @@ def test_closed_form_equals_numeric_optimum(law, flops):
     n_closed, d_closed = compute_optimal(flops, law)
     n_num, d_num = compute_optimal(flops, law, method="numeric")
     assert n_closed == pytest.approx(n_num, rel=1e-4) and d_closed == pytest.approx(d_num, rel=1e-4)
-    assert scaling.training_flops(n_closed, d_closed) == pytest.approx(flops)
+    assert laws.training_flops(n_closed, d_closed) == pytest.approx(flops)
 
 
 def _synthetic(law, noise, seed=0):
@@ -55,7 +55,7 @@ def test_fit_converges_where_default_lbfgsb_stops_early():
     assert fit.gradient_norm < 1e-6
     log = [np.log(x) for x in (n, d, loss)]
     start = np.array([0.0, 0.0, 0.0, 0.5, 0.5])
-    default = optimize.minimize(scaling._objective, start, args=(*log, 1e-3), jac=True, method="L-BFGS-B")
+    default = optimize.minimize(laws._objective, start, args=(*log, 1e-3), jac=True, method="L-BFGS-B")
     assert fit.objective < default.fun  # scipy's default tolerances stop short of the optimum
 
 
@@ -83,14 +83,14 @@ def test_fit_on_the_chinchilla_data_matches_the_epoch_replication():
 
 def test_inference_demand_shrinks_the_optimal_model():
     target = float(HOFFMANN.loss(7e9, 140e9))
-    n0, d0 = scaling.inference_aware_optimum(target, 0, HOFFMANN)
-    n1, d1 = scaling.inference_aware_optimum(target, 2e12, HOFFMANN)
+    n0, d0 = laws.inference_aware_optimum(target, 0, HOFFMANN)
+    n1, d1 = laws.inference_aware_optimum(target, 2e12, HOFFMANN)
     assert n1 < n0 and d1 > d0
     assert float(HOFFMANN.loss(n1, d1)) == pytest.approx(target, rel=1e-6)
 
 
 def test_kaplan_laws_agree_with_each_other_in_their_limits():
-    k = scaling.KAPLAN
+    k = laws.KAPLAN
     assert float(k.loss(1e9, 1e30)) == pytest.approx(float(k.loss_n(1e9)), rel=1e-6)  # data unlimited
     assert float(k.loss_n(1e9)) > float(k.loss_n(1e10))
 
@@ -106,7 +106,7 @@ def test_bad_input_is_explained():
     with pytest.raises(ValueError, match="at least 5 runs"):
         fit_chinchilla([1, 2], [1, 2], [1, 2])
     with pytest.raises(ValueError, match="irreducible"):
-        scaling.inference_aware_optimum(1.0, 0, HOFFMANN)
+        laws.inference_aware_optimum(1.0, 0, HOFFMANN)
 
 
 def test_isoflop_approach_recovers_the_allocation_exponent():
@@ -115,8 +115,8 @@ def test_isoflop_approach_recovers_the_allocation_exponent():
     for c in budgets:
         n_star, _ = compute_optimal(c, HOFFMANN)
         n = n_star * np.logspace(-0.5, 0.5, 9)
-        optima.append(scaling.isoflop_optimum(n, HOFFMANN.loss(n, c / (6 * n))))
-    _, exponent = scaling.fit_power_law(budgets, optima)
+        optima.append(laws.isoflop_optimum(n, HOFFMANN.loss(n, c / (6 * n))))
+    _, exponent = laws.fit_power_law(budgets, optima)
     assert exponent == pytest.approx(HOFFMANN.a, abs=0.01)
     with pytest.raises(ValueError, match="curve upwards"):
-        scaling.isoflop_optimum([1e6, 1e7, 1e8], [1.0, 2.0, 1.5])
+        laws.isoflop_optimum([1e6, 1e7, 1e8], [1.0, 2.0, 1.5])
