@@ -3,6 +3,10 @@
 The notebook contract (docs/contributing.md): the first code cell is tagged ``parameters`` and sets at
 least QUICK, MODEL, SEED and DEVICE; the notebook runs top to bottom under papermill; it is
 committed executed, in order, with no paths of the author's machine and no huge outputs.
+
+Cells whose first line is ``# NBVAL_CHECK_OUTPUT`` (nbval's marker, kept so that tool reads it
+too) must print exactly what the committed notebook shows:
+:func:`changed_outputs` compares them after one execution, so the tests run each notebook once.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ __all__ = [
     "REQUIRED_PARAMETERS",
     "NotebookExecutionError",
     "RunResult",
+    "CHECK_OUTPUT_MARK",
+    "changed_outputs",
     "execute_notebook",
     "lint_notebook",
     "run_notebooks",
@@ -111,6 +117,57 @@ def lint_notebook(path: str | Path) -> list[str]:
         problems.append(f"{name}: the file is {len(raw):,} bytes (limit {MAX_NOTEBOOK_BYTES:,})")
     for match in sorted(set(_MACHINE_PATH.findall(raw.decode("utf-8", "replace")))):
         problems.append(f"{name}: contains a path of the author's machine ({match!r})")
+    return problems
+
+
+CHECK_OUTPUT_MARK = "# NBVAL_CHECK_OUTPUT"
+
+
+def _text_output(cell: dict[str, Any]) -> str:
+    """What a code cell printed or returned, as text (streams and text/plain results, in order)."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(_joined(out.get("text", "")))
+        elif out.get("output_type") in ("execute_result", "display_data"):
+            parts.append(_joined(out.get("data", {}).get("text/plain", "")))
+        elif out.get("output_type") == "error":
+            parts.append(f"{out.get('ename')}: {out.get('evalue')}")
+    return "".join(parts)
+
+
+def _joined(text: str | list[str]) -> str:
+    return text if isinstance(text, str) else "".join(text)
+
+
+def _line(text: str, index: int) -> str:
+    lines = text.splitlines()
+    return lines[index] if index < len(lines) else "<nothing>"
+
+
+def changed_outputs(committed: str | Path, executed: str | Path) -> list[str]:
+    """One line per ``# NBVAL_CHECK_OUTPUT`` cell of ``committed`` whose text output differs in ``executed``.
+
+    Cells are paired by their source, so a parameters cell that papermill injected does not shift
+    them; a marked cell missing from ``executed`` is reported too.
+    """
+    old, new = (json.loads(Path(p).read_text()) for p in (committed, executed))
+    ran = {_source(cell): cell for cell in _code_cells(new)}
+    problems = []
+    for index, cell in enumerate(_code_cells(old)):
+        source = _source(cell)
+        if not source.lstrip().startswith(CHECK_OUTPUT_MARK):
+            continue
+        if source not in ran:
+            problems.append(f"code cell {index}: not found in the executed notebook")
+            continue
+        expected, got = _text_output(cell), _text_output(ran[source])
+        if expected != got:
+            old_lines, new_lines = expected.splitlines(), got.splitlines()
+            first = next((i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=False)) if a != b),
+                         min(len(old_lines), len(new_lines)))
+            problems.append(f"code cell {index}: output line {first + 1} was {_line(expected, first)!r}, "
+                            f"now {_line(got, first)!r}")
     return problems
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.notebooks import NotebookExecutionError, execute_notebook, lint_notebook
+from course_utils.notebooks import NotebookExecutionError, changed_outputs, execute_notebook, lint_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -36,6 +36,7 @@ def test_notebook_runs_in_quick_mode(path, tmp_path):
     elapsed = time.perf_counter() - start
     print(f"{path.name}: {elapsed:.1f}s")
     assert elapsed < QUICK_BUDGET_S
+    assert changed_outputs(path, tmp_path / path.name) == []  # cells marked # NBVAL_CHECK_OUTPUT
 
 
 def _notebook(tmp_path, *sources, tag_first=True, name="probe.ipynb"):
@@ -87,6 +88,26 @@ def test_lint_rejects_a_file_that_is_not_a_notebook(tmp_path):
     path = tmp_path / "broken.ipynb"
     path.write_text("{ not json")
     assert lint_notebook(path)[0].startswith("broken.ipynb: not valid notebook JSON")
+
+
+def test_changed_outputs_reports_marked_cells_only(tmp_path):
+    committed = _notebook(tmp_path, PARAMS, "# NBVAL_CHECK_OUTPUT\nprint(2 + 2)", "print('free to vary')",
+                          name="committed.ipynb")
+    nb = json.loads(committed.read_text())
+    nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["4\n"]}]
+    nb["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "anything\n"}]
+    committed.write_text(json.dumps(nb))
+    executed = tmp_path / "executed.ipynb"
+    nb["cells"].insert(1, nbformat.v4.new_code_cell("QUICK = True"))  # papermill's injected parameters
+    nb["cells"][3]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "something else\n"}]
+    executed.write_text(json.dumps(nb))
+    assert changed_outputs(committed, executed) == []
+    nb["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "5\n"}]
+    executed.write_text(json.dumps(nb))
+    assert changed_outputs(committed, executed) == ["code cell 1: output line 1 was '4', now '5'"]
+    nb["cells"][2]["source"] = "print(5)"
+    executed.write_text(json.dumps(nb))
+    assert changed_outputs(committed, executed) == ["code cell 1: not found in the executed notebook"]
 
 
 @pytest.mark.timeout(120)
