@@ -215,7 +215,25 @@ def execute_notebook(
     except Exception as err:  # kernel death, timeout, bad JSON: all are a failed run
         raise NotebookExecutionError(f"{path.name}: {type(err).__name__}: {str(err)[:500]}") from None
     _check_completed(nb, path.name)
+    _forget_absolute_paths(output_path, path)
     return output_path
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working folder when it lies inside it, else only its name."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _forget_absolute_paths(output_path: Path, input_path: Path) -> None:
+    """papermill records where it read and wrote; keep those relative, so no machine's folders are committed."""
+    nb = json.loads(output_path.read_text())
+    record = nb.get("metadata", {}).get("papermill", {})
+    if record:
+        record["input_path"], record["output_path"] = _shown_path(input_path), _shown_path(output_path)
+        output_path.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
 
 
 def run_notebooks(

@@ -111,6 +111,15 @@ def test_changed_outputs_reports_marked_cells_only(tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_the_executed_copy_records_no_absolute_path(tmp_path, monkeypatch):
+    path = _notebook(tmp_path, PARAMS, "print('ok')")
+    monkeypatch.chdir(tmp_path)
+    out = execute_notebook(path.resolve(), (tmp_path / "out" / "run.ipynb").resolve())
+    record = json.loads(out.read_text())["metadata"]["papermill"]
+    assert (record["input_path"], record["output_path"]) == ("probe.ipynb", "out/run.ipynb")
+
+
+@pytest.mark.timeout(120)
 def test_early_sys_exit_fails_the_run(tmp_path):
     path = _notebook(tmp_path, PARAMS, "import sys\nsys.exit(0)", "print('never reached')")
     with pytest.raises(NotebookExecutionError, match="sys.exit"):
