@@ -136,3 +136,28 @@ def test_every_module_is_tied_to_a_notebook_a_lab_a_benchmark_or_the_command_lin
             todo.append(name.rpartition(".")[0])  # importing a.b.c runs a.b's __init__ first
     stray = sorted(set(MODULES) - reached)
     assert not stray, f"modules nothing uses: {stray}"
+
+
+def _string_constants(path: Path) -> set[str]:
+    return {node.value for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+def test_the_default_model_name_is_typed_once():
+    from course_utils.defaults import DEFAULT_MODEL
+
+    # assets.py registers the file under that name; everything else reads DEFAULT_MODEL
+    typed = [p.relative_to(ROOT).as_posix() for p in [*MODULES.values(), *(ROOT / "benchmarks").glob("*.py")]
+             if DEFAULT_MODEL in _string_constants(p)]
+    assert typed == ["course_utils/assets.py", "course_utils/defaults.py"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*_bench.py")), ids=lambda p: p.name)
+def test_every_benchmark_records_its_result_through_record_benchmark(path):
+    tree = ast.parse(path.read_text())
+    called = {node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+              for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    assert "record_benchmark" in called, f"{path.name} writes its JSON some other way"
+    keys = {k.value for node in ast.walk(tree) if isinstance(node, ast.Dict)
+            for k in node.keys if isinstance(k, ast.Constant)}
+    assert not keys & {"machine", "date"}, f"{path.name} builds its own machine or date record"
