@@ -112,3 +112,16 @@ def test_the_static_batch_baseline_produces_every_token_and_times_the_first(smol
         tokenizer.padding_side = "left"
     with pytest.raises(ValueError, match="at least one prompt"):
         static_batch_generate(model, tokenizer, [], 4)
+
+
+@pytest.mark.parametrize("bad", [-1, 49152, 10**12, 2**64, True, 3.0, "7"], ids=repr)
+def test_token_ids_outside_the_vocabulary_are_refused_before_anything_is_registered(smollm2, bad):
+    from course_utils.architecture.transformer import Llama
+
+    model, tokenizer = smollm2
+    engine = LLM.from_model(Llama.from_hf(model), tokenizer, num_blocks=32, block_size=8, max_model_len=128).engine
+    with pytest.raises(ValueError, match=r"prompt token ids must be integers in \[0, 49152\)"):
+        engine.add_request([1, 2, bad], GREEDY, request_id="bad")
+    assert not engine.requests and not engine.has_unfinished
+    engine.add_request([1, 2, 3], GREEDY, request_id="bad")  # the id is free again: nothing stayed behind
+    assert list(engine.requests) == ["bad"]

@@ -72,3 +72,33 @@ def test_bad_parameters_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**kwargs)
     assert SamplingParams(stop="###").stop == ["###"]
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "repetition_penalty"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True])
+def test_sampling_params_refuse_non_finite_and_boolean_numbers(field, value):
+    with pytest.raises(ValueError, match=field):
+        SamplingParams(**{field: value})
+
+
+def test_seeds_are_checked_against_what_torch_accepts():
+    assert SamplingParams(seed=2**64 - 1).generator() is not None
+    assert SamplingParams(seed=-(2**63)).generator() is not None
+    for seed in (2**64, -(2**63) - 1, True, 1.5):
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            SamplingParams(seed=seed)
+
+
+@pytest.mark.parametrize("params", [
+    dict(temperature=1e-40), dict(temperature=5e-324), dict(top_p=1e-300), dict(top_p=1e-300, temperature=5e-324),
+    dict(repetition_penalty=1e-40), dict(repetition_penalty=5e-324), dict(repetition_penalty=1e300),
+], ids=str)
+def test_any_accepted_value_samples_a_valid_token(params):
+    # these values used to turn the distribution into inf/NaN and crash torch.multinomial
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * 5
+    seen = [torch.tensor([1, 2, int(logits[i].argmax())]) for i in range(3)]
+    sp = SamplingParams(seed=0, **params)
+    tokens = sample(logits, [sp] * 3, seen, [sp.generator() for _ in range(3)])
+    assert ((tokens >= 0) & (tokens < 50)).all()
+    if params.get("repetition_penalty", 1.0) == 1.0:  # tiny temperature or top_p: the most likely token
+        assert tokens.tolist() == logits.argmax(-1).tolist()

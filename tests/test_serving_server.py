@@ -204,3 +204,39 @@ def test_summary_percentiles_on_known_numbers():
     assert summary["requests_per_s"] == 10.0 and summary["output_tokens_per_s"] == 110.0
     assert summary["ttft_ms"]["median"] == pytest.approx(505.0) and summary["ttft_ms"]["p99"] == pytest.approx(990.1)
     assert summary["tpot_ms"]["mean"] == pytest.approx(100.0)
+
+
+HOSTILE = [  # each used to crash the engine step (a 500 that also ended every request in flight)
+    {"prompt": [1, 2, -1]}, {"prompt": [1, 2, 49152]}, {"prompt": [1, 10**12]}, {"prompt": [2**64]},
+    {"prompt": "Hi", "temperature": 1e-40}, {"prompt": "Hi", "temperature": 5e-324},
+    {"prompt": "Hi", "top_p": 1e-300}, {"prompt": "Hi", "repetition_penalty": 1e-40},
+    {"prompt": "Hi", "seed": 2**64},
+]
+
+
+def test_hostile_values_never_get_a_5xx_nor_end_the_other_requests(server, client):
+    import threading
+
+    engine = server["engine"]
+    result = {}
+
+    def long_stream():
+        stream = client.completions.create(model=NAME, prompt="Once upon a time", max_tokens=48, temperature=0,
+                                           stream=True, extra_body={"ignore_eos": True})
+        result["finish"] = [c.choices[0].finish_reason for c in stream if c.choices[0].finish_reason][-1]
+
+    thread = threading.Thread(target=long_stream)
+    thread.start()
+    with httpx.Client(base_url=server["url"], timeout=120) as http:
+        for body in HOSTILE:
+            response = http.post("/v1/completions", json={"model": NAME, "max_tokens": 4, **body})
+            assert response.status_code in (200, 400), (body, response.status_code, response.text)
+            if response.status_code == 400:
+                assert response.json()["error"]["message"], body
+            else:
+                assert response.json()["choices"][0]["finish_reason"] in ("length", "stop"), body
+    thread.join(timeout=120)
+    assert result.get("finish") == "length"  # the request in flight was not ended with "error"
+    assert wait_until_idle(engine)
+    assert not engine.requests  # no refused request stays registered
+    assert engine.manager.num_free_blocks == engine.config.num_blocks

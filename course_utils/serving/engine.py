@@ -46,11 +46,17 @@ class LLMEngine:
         if len(prompt_token_ids) >= self.config.max_model_len:
             raise ValueError(f"the prompt has {len(prompt_token_ids)} tokens; this model's context "
                              f"(max_model_len) is {self.config.max_model_len}, and at least one must be generated")
+        vocab = self.runner.model.config.vocab_size
+        bad = [t for t in prompt_token_ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt token ids must be integers in [0, {vocab}) for this model's vocabulary, "
+                             f"got {bad[0]!r}")
         seq = Sequence(list(prompt_token_ids), params, request_id or "")
         if seq.request_id in self.requests:
             raise ValueError(f"request id {seq.request_id!r} is already in use")
+        generator = params.generator(self.runner.device)  # before the request is registered: nothing to undo
         self.requests[seq.request_id] = seq
-        self._generators[seq.seq_id] = params.generator(self.runner.device)
+        self._generators[seq.seq_id] = generator
         self.scheduler.add(seq)
         return seq
 

@@ -9,12 +9,24 @@ seed makes a request's output independent of which other requests share its batc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["SamplingParams", "apply_repetition_penalty", "sample", "top_k_mask", "top_p_mask"]
+__all__ = ["SEED_RANGE", "SamplingParams", "apply_repetition_penalty", "sample", "top_k_mask", "top_p_mask"]
+
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -35,21 +47,21 @@ class SamplingParams:
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         problems = []
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            problems.append(f"temperature must be a number >= 0, got {self.temperature!r}")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+        if not _finite_number(self.temperature) or self.temperature < 0:
+            problems.append(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not _finite_number(self.top_p) or not 0 < self.top_p <= 1:
             problems.append(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < -1:
+        if not _integer(self.top_k) or self.top_k < -1:
             problems.append(f"top_k must be an integer >= -1 (0 or -1 = off), got {self.top_k!r}")
-        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+        if not _integer(self.max_tokens) or self.max_tokens < 1:
             problems.append(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
-        if not isinstance(self.repetition_penalty, (int, float)) or self.repetition_penalty <= 0:
-            problems.append(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
-        if self.seed is not None and not isinstance(self.seed, int):
-            problems.append(f"seed must be an integer or None, got {self.seed!r}")
-        if not all(isinstance(s, str) and s for s in self.stop):
+        if not _finite_number(self.repetition_penalty) or self.repetition_penalty <= 0:
+            problems.append(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty!r}")
+        if self.seed is not None and not (_integer(self.seed) and SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]):
+            problems.append(f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}] or None, got {self.seed!r}")
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             problems.append("stop must be a list of non-empty strings")
-        if not all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids):
+        if not isinstance(self.stop_token_ids, list) or not all(_integer(t) and t >= 0 for t in self.stop_token_ids):
             problems.append("stop_token_ids must be a list of non-negative integers")
         if problems:
             raise ValueError("; ".join(problems))
@@ -92,9 +104,10 @@ def top_p_mask(logits: torch.Tensor, p: float) -> torch.Tensor:
     """
     if p >= 1.0:
         return torch.zeros_like(logits, dtype=torch.bool)
-    probs, order = torch.sort(torch.softmax(logits.float(), dim=-1), descending=True)
+    probs, order = torch.sort(torch.softmax(logits.double(), dim=-1), descending=True)
     before = torch.cumsum(probs, dim=-1) - probs  # mass of the strictly more likely tokens
     remove_sorted = before >= p
+    remove_sorted[0] = False  # the most likely token stays, however small p is
     mask = torch.zeros_like(remove_sorted)
     mask[order] = remove_sorted
     return mask
@@ -110,12 +123,16 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], seen: Sequenc
     if not len(params) == len(seen) == len(generators) == logits.shape[0]:
         raise ValueError("need one SamplingParams, seen-ids tensor and generator per row of logits")
     out = torch.empty(logits.shape[0], dtype=torch.long)
-    for i, (row, sp) in enumerate(zip(logits.float(), params, strict=True)):
+    # float64, and logits shifted so the largest is 0 before dividing by the temperature: any
+    # accepted temperature, top_p or penalty (1e-40, 5e-324, ...) then gives a valid distribution
+    largest = torch.finfo(torch.float64).max
+    for i, (row, sp) in enumerate(zip(logits.double(), params, strict=True)):
         row = apply_repetition_penalty(row, seen[i].to(row.device), sp.repetition_penalty)
+        row = torch.nan_to_num(row, posinf=largest, neginf=-largest)
         if sp.greedy:
             out[i] = int(torch.argmax(row))
             continue
-        row = row / sp.temperature
+        row = (row - row.max()) / sp.temperature  # <= 0; the most likely token is exactly 0
         row = row.masked_fill(top_k_mask(row, sp.top_k) | top_p_mask(row, sp.top_p), float("-inf"))
         out[i] = int(torch.multinomial(torch.softmax(row, dim=-1), 1, generator=generators[i]))
     return out
