@@ -13,6 +13,12 @@ def grow(manager: BlockManager, seq: Sequence, n: int) -> None:
         manager.append_slot(seq)
 
 
+def prefill(manager: BlockManager, seq: Sequence) -> None:
+    """What the engine does after a successful step: the prompt's keys and values are written."""
+    seq.num_computed_tokens = len(seq)
+    manager.mark_computed(seq)
+
+
 def test_blocks_are_taken_as_needed_and_all_come_back():
     manager = BlockManager(num_blocks=8, block_size=4)
     seq = Sequence(list(range(10)))  # 10 tokens: 3 blocks (4 + 4 + 2)
@@ -33,6 +39,7 @@ def test_shared_prefix_blocks_are_reused_and_reference_counted():
     system = list(range(100, 108))  # two full blocks of "system prompt"
     first, second = Sequence(system + [1, 2, 3]), Sequence(system + [4, 5])
     manager.allocate(first)
+    prefill(manager, first)
     manager.allocate(second)
     assert second.block_table[:2] == first.block_table[:2] and second.num_cached_tokens == 8
     assert second.block_table[2] != first.block_table[2]
@@ -51,6 +58,7 @@ def test_the_last_prompt_token_is_always_computed():
     prompt = list(range(8))  # exactly two blocks
     a, b = Sequence(prompt), Sequence(prompt)
     manager.allocate(a)
+    prefill(manager, a)
     manager.allocate(b)
     assert b.num_cached_tokens == 4  # the second block holds the last token, whose logits are needed
 
@@ -59,8 +67,11 @@ def test_a_reused_free_block_forgets_its_old_prefix():
     manager = BlockManager(num_blocks=2, block_size=4)
     old = Sequence(list(range(5)))
     manager.allocate(old)
+    prefill(manager, old)
     manager.free(old)
-    manager.allocate(Sequence([50, 51, 52, 53, 54, 55, 56]))  # takes both blocks, overwriting them
+    new = Sequence([50, 51, 52, 53, 54, 55, 56])
+    manager.allocate(new)  # takes both blocks, overwriting them
+    prefill(manager, new)
     assert manager.cached and all(manager.blocks[b].token_ids[:1] != [0] for b in manager.cached.values())
 
 
@@ -96,3 +107,19 @@ def test_prefix_caching_can_be_switched_off():
     manager.allocate(a)
     manager.allocate(b)
     assert b.num_cached_tokens == 0 and not set(a.block_table) & set(b.block_table)
+
+
+def test_prompt_blocks_whose_prefill_never_ran_are_not_offered_for_reuse():
+    manager = BlockManager(num_blocks=10, block_size=4)
+    system = list(range(100, 108))
+    failed = Sequence(system + [1])
+    manager.allocate(failed)  # admitted, then its step failed: no KV was written
+    manager.free(failed)
+    later = Sequence(system + [2])
+    manager.allocate(later)
+    assert later.num_cached_tokens == 0  # it computes the prefix itself
+    prefill(manager, later)
+    manager.free(later)
+    third = Sequence(system + [3])
+    manager.allocate(third)
+    assert third.num_cached_tokens == 8  # now the prefix is real and shared

@@ -125,3 +125,30 @@ def test_token_ids_outside_the_vocabulary_are_refused_before_anything_is_registe
     assert not engine.requests and not engine.has_unfinished
     engine.add_request([1, 2, 3], GREEDY, request_id="bad")  # the id is free again: nothing stayed behind
     assert list(engine.requests) == ["bad"]
+
+
+def test_a_failed_step_leaves_no_unwritten_block_for_later_prompts(smollm2, monkeypatch):
+    from course_utils.architecture.transformer import Llama
+
+    model, tokenizer = smollm2
+    shared_model = Llama.from_hf(model)
+    cached = LLM.from_model(shared_model, tokenizer, num_blocks=64, block_size=4, max_model_len=256)
+    plain = LLM.from_model(shared_model, tokenizer, num_blocks=64, block_size=4, max_model_len=256,
+                           enable_prefix_caching=False)
+    system = "You are a helpful assistant. Answer briefly and politely. "
+    engine = cached.engine
+    engine.add_request(tokenizer(system + "Hello", add_special_tokens=False)["input_ids"], GREEDY)
+    original = engine.runner.run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated kernel failure")
+
+    monkeypatch.setattr(engine.runner, "run", broken)
+    with pytest.raises(RuntimeError):
+        engine.step()
+    engine.abort_all("error")  # what the server does after a failed step
+    monkeypatch.setattr(engine.runner, "run", original)
+    prompts = [system + p for p in PROMPTS[:3]]
+    got = [o.outputs[0].token_ids for o in cached.generate(prompts, GREEDY)]
+    assert got == [o.outputs[0].token_ids for o in plain.generate(prompts, GREEDY)]
+    assert engine.manager.num_free_blocks == engine.config.num_blocks

@@ -9,8 +9,10 @@ pre-allocating every request to its maximum length (Kwon et al. 2023).
 Prefix caching: a *full* block is identified by a hash of its tokens chained with the hash of
 the block before it, so equal hashes mean equal prefixes. A new prompt whose first blocks hash
 to blocks already in the pool reuses them (their reference count goes up) and skips computing
-them. Freed blocks keep their hash until they are handed out again, so a popular system prompt
-stays reusable after the requests that used it finish.
+them. A prompt's block becomes reusable only once its keys and values are written
+(:meth:`BlockManager.mark_computed`, called by the engine after a successful step): a step that
+fails must not leave blocks that promise KV nobody computed. Freed blocks keep their hash until
+they are handed out again, so a popular system prompt stays reusable after its requests finish.
 """
 
 from __future__ import annotations
@@ -59,12 +61,21 @@ class BlockManager:
         block.ref_count, block.hash, block.token_ids = 1, None, []
         return block
 
-    def _seal(self, block: Block, tokens: list[int], previous: int | None) -> None:
-        """Record a just-filled block's hash so later prompts can reuse it."""
+    def _seal(self, block: Block, tokens: list[int], previous: int | None, computed: bool = True) -> None:
+        """Record a full block's hash; with ``computed`` (its KV is written) later prompts can reuse it."""
         block.token_ids = list(tokens)
         if self.enable_prefix_caching:
             block.hash = block_hash(tokens, previous)
-            self.cached[block.hash] = block.block_id
+            if computed:
+                self.cached.setdefault(block.hash, block.block_id)
+
+    def mark_computed(self, seq: Sequence) -> None:
+        """The keys and values of ``seq``'s first ``num_computed_tokens`` are written: offer its full
+        prompt blocks for reuse (a hit elsewhere keeps the block already cached)."""
+        for block_id in seq.block_table[:seq.num_computed_tokens // self.block_size]:
+            block = self.blocks[block_id]
+            if block.hash is not None:
+                self.cached.setdefault(block.hash, block_id)
 
     def can_allocate(self, seq: Sequence) -> bool:
         """Whether the prompt fits in the free blocks (counting no cache hits: a safe bound)."""
@@ -96,7 +107,7 @@ class BlockManager:
                 hits_possible = False  # after one miss, later blocks cannot be shared prefixes
                 block = self._take_free_block()
                 if full:
-                    self._seal(block, tokens, previous)
+                    self._seal(block, tokens, previous, computed=False)  # reusable after mark_computed
             seq.block_table.append(block.block_id)
             previous = h
         seq.num_computed_tokens = seq.num_cached_tokens

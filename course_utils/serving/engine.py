@@ -91,8 +91,10 @@ class LLMEngine:
         seen = [torch.tensor(s.token_ids) if s.params.repetition_penalty != 1.0 else no_history for s in seqs]
         tokens = sample(logits, [s.params for s in seqs], seen, [self._generators[s.seq_id] for s in seqs])
         now = time.perf_counter()
-        for seq, token in zip(seqs, tokens.tolist(), strict=True):
+        for index, (seq, token) in enumerate(zip(seqs, tokens.tolist(), strict=True)):
             seq.num_computed_tokens = len(seq)
+            if index >= num_decode:  # a prompt just prefilled: its blocks now hold real KV
+                self.manager.mark_computed(seq)
             if seq.first_token_time is None:
                 seq.first_token_time = now
             reason = self._append(seq, token)
