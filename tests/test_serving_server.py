@@ -240,3 +240,35 @@ def test_hostile_values_never_get_a_5xx_nor_end_the_other_requests(server, clien
     assert wait_until_idle(engine)
     assert not engine.requests  # no refused request stays registered
     assert engine.manager.num_free_blocks == engine.config.num_blocks
+
+
+def test_what_a_request_carries_is_bounded_before_any_tokenising(server, monkeypatch):
+    from course_utils.serving.server import MAX_STOP_CHARS, MAX_STOP_STRINGS
+
+    engine = server["engine"]
+    calls = {"n": 0}
+    tokenizer = engine.tokenizer
+    original = type(tokenizer).__call__
+
+    def counting(self, *args, **kwargs):
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    huge = "word " * 600_000  # 3 MB: far more than 512 tokens could hold
+    with httpx.Client(base_url=server["url"], timeout=60) as http:
+        cases = [
+            ("/v1/completions", {"prompt": huge}, "prompt"),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": huge}]}, "messages"),
+            ("/v1/completions", {"prompt": "Hi", "stop": ["a"] * (MAX_STOP_STRINGS + 1)}, "stop"),
+            ("/v1/completions", {"prompt": "Hi", "stop": ["x" * (MAX_STOP_CHARS + 1)]}, "stop"),
+            ("/v1/completions", {"prompt": "Hi", "stop": "x" * (MAX_STOP_CHARS + 1)}, "stop"),
+        ]
+        for path, body, param in cases:
+            response = http.post(path, json={"model": NAME, "max_tokens": 2, **body})
+            assert response.status_code == 400, (param, response.text)
+            assert response.json()["error"]["param"].startswith(param), response.json()
+        assert calls["n"] == 0  # refused before tokenising
+        ok = http.post("/v1/completions", json={"model": NAME, "max_tokens": 2, "prompt": "Hi",
+                                                "stop": ["a", "b", "c", "d"]})
+        assert ok.status_code == 200

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,7 +37,10 @@ from course_utils.serving.engine import LLMEngine
 from course_utils.serving.llm import RequestOutput, request_output
 from course_utils.serving.sampling import SamplingParams
 
-__all__ = ["AsyncEngine", "background_server", "create_app", "serve"]
+__all__ = ["MAX_STOP_CHARS", "MAX_STOP_STRINGS", "AsyncEngine", "background_server", "create_app", "serve"]
+
+MAX_STOP_STRINGS = 4  # OpenAI's limit on `stop`
+MAX_STOP_CHARS = 256  # each stop string is searched for in the whole reply at every token
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +121,8 @@ class _Body(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)
     top_k: int = Field(default=0, ge=-1)
     seed: int | None = None
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]],
+                          Field(max_length=MAX_STOP_STRINGS)] | None = Field(default=None, max_length=MAX_STOP_CHARS)
     stream: bool = False
     n: int = Field(default=1, ge=1, le=1)  # one choice per request
     repetition_penalty: float = Field(default=1.0, gt=0)
@@ -147,6 +151,16 @@ def create_app(engine: AsyncEngine, model_name: str) -> FastAPI:
     """The FastAPI application serving ``engine`` under the name ``model_name``."""
     app = FastAPI(title="llm-course OpenAI-compatible server")
     max_model_len = engine.engine.config.max_model_len
+    # No token is longer than the vocabulary's longest entry (byte-level BPE: one character per byte),
+    # so a text of more than max_model_len times that many UTF-8 bytes cannot fit: refused untokenised.
+    longest_token = max(len(token) for token in engine.tokenizer.get_vocab())
+    max_text_bytes = max_model_len * longest_token
+
+    def too_long(text_bytes: int, param: str) -> JSONResponse | None:
+        if text_bytes <= max_text_bytes:
+            return None
+        return _error(400, f"the {param} has {text_bytes:,} bytes: more than this model's context of {max_model_len} "
+                           f"tokens can hold (at most {longest_token} bytes per token)", param=param)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -211,6 +225,8 @@ def create_app(engine: AsyncEngine, model_name: str) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(request: Request, body: CompletionBody) -> Any:
+        if isinstance(body.prompt, str) and (refused := too_long(len(body.prompt.encode()), "prompt")):
+            return refused
         prompt_ids = (body.prompt if isinstance(body.prompt, list)
                       else engine.tokenizer(body.prompt, add_special_tokens=False)["input_ids"])
         return await respond(request, body, list(prompt_ids), chat=False)
@@ -218,6 +234,8 @@ def create_app(engine: AsyncEngine, model_name: str) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: ChatBody) -> Any:
         messages = [m.model_dump() for m in body.messages]
+        if refused := too_long(sum(len(m["content"].encode()) for m in messages), "messages"):
+            return refused
         try:
             text = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as err:  # a template may reject a role order; that is the client's to fix
