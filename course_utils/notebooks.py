@@ -56,9 +56,13 @@ def _code_cells(nb: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in nb.get("cells", []) if c.get("cell_type") == "code" and "".join(c.get("source", "")).strip()]
 
 
+def _joined(text: str | list[str]) -> str:
+    """nbformat stores multi-line text as a string or as a list of lines."""
+    return text if isinstance(text, str) else "".join(text)
+
+
 def _source(cell: dict[str, Any]) -> str:
-    src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else src
+    return _joined(cell.get("source", ""))
 
 
 def _assigned_names(source: str) -> set[str]:
@@ -134,10 +138,6 @@ def _text_output(cell: dict[str, Any]) -> str:
         elif out.get("output_type") == "error":
             parts.append(f"{out.get('ename')}: {out.get('evalue')}")
     return "".join(parts)
-
-
-def _joined(text: str | list[str]) -> str:
-    return text if isinstance(text, str) else "".join(text)
 
 
 def _line(text: str, index: int) -> str:
