@@ -203,7 +203,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"warning: serving on {args.host} exposes the model to your network, without authentication",
               file=sys.stderr)
     serve(args.model, host=args.host, port=args.port, device=args.device, num_blocks=args.num_blocks,
-          block_size=args.block_size, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len)
+          block_size=args.block_size, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+          max_num_batched_tokens=args.max_num_batched_tokens, enable_chunked_prefill=args.chunked_prefill)
     return 0
 
 
@@ -303,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=engine.block_size, help="tokens per KV block")
     p.add_argument("--max-num-seqs", type=int, default=engine.max_num_seqs, help="sequences decoded together at most")
     p.add_argument("--max-model-len", type=int, default=engine.max_model_len, help="prompt plus output tokens at most")
+    p.add_argument("--max-num-batched-tokens", type=int, default=engine.max_num_batched_tokens,
+                   help="new tokens per step at most (bounds the pause a long prompt causes)")
+    p.add_argument("--chunked-prefill", action=argparse.BooleanOptionalAction, default=engine.enable_chunked_prefill,
+                   help="split long prompts over several steps so running streams keep decoding")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("bench", help="load-test an OpenAI-compatible server (ours or vLLM's)")

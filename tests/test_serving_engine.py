@@ -144,11 +144,103 @@ def test_a_failed_step_leaves_no_unwritten_block_for_later_prompts(smollm2, monk
         raise RuntimeError("simulated kernel failure")
 
     monkeypatch.setattr(engine.runner, "run", broken)
-    with pytest.raises(RuntimeError):
-        engine.step()
-    engine.abort_all("error")  # what the server does after a failed step
+    [failed] = engine.step()
+    assert failed.finish_reason == "error" and not engine.requests and not engine.has_unfinished
     monkeypatch.setattr(engine.runner, "run", original)
     prompts = [system + p for p in PROMPTS[:3]]
     got = [o.outputs[0].token_ids for o in cached.generate(prompts, GREEDY)]
     assert got == [o.outputs[0].token_ids for o in plain.generate(prompts, GREEDY)]
     assert engine.manager.num_free_blocks == engine.config.num_blocks
+
+
+def _fresh_engine(smollm2, **engine_args):
+    from course_utils.architecture.transformer import Llama
+
+    model, tokenizer = smollm2
+    return LLM.from_model(Llama.from_hf(model), tokenizer, **engine_args).engine
+
+
+def test_a_request_that_breaks_the_forward_pass_fails_alone(smollm2, reference, monkeypatch):
+    """The step is retried without the culprit (bisection): the others' greedy tokens are unchanged."""
+    engine = _fresh_engine(smollm2, num_blocks=64, block_size=8, max_model_len=256)
+    tokenizer = smollm2[1]
+    seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], GREEDY, request_id=p)
+            for p in PROMPTS]
+    poison = seqs[2]
+    run = engine.runner.run
+
+    def breaks_with_poison(batch, manager, num_decode):
+        if poison in batch and len(poison.output_token_ids) == 3:  # fails at its fourth token, mid-decode
+            raise RuntimeError("simulated kernel failure on one request")
+        return run(batch, manager, num_decode)
+
+    monkeypatch.setattr(engine.runner, "run", breaks_with_poison)
+    ended = []
+    while engine.has_unfinished:
+        ended += [s for s in engine.step() if s.is_finished]
+    assert poison.finish_reason == "error" and len(poison.output_token_ids) == 3
+    for seq in seqs:
+        if seq is not poison:
+            assert seq.finish_reason == "length" and seq.output_token_ids == reference[seq.request_id]
+    assert {s.request_id for s in ended} == set(PROMPTS) and not engine.requests
+    assert engine.manager.num_free_blocks == 64
+
+
+def test_a_request_whose_sampling_fails_ends_alone(smollm2, reference, monkeypatch):
+    from course_utils.serving import engine as engine_module
+
+    engine = _fresh_engine(smollm2, num_blocks=64, block_size=8, max_model_len=256)
+    tokenizer = smollm2[1]
+    odd = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True, seed=7)  # greedy, marked by its seed
+    seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], odd if i == 1 else GREEDY,
+                               request_id=p) for i, p in enumerate(PROMPTS)]
+    original = engine_module.sample
+
+    def fails_for_seed_7(logits, params, seen, generators):
+        if params[0].seed == 7:
+            raise FloatingPointError("simulated sampler failure")
+        return original(logits, params, seen, generators)
+
+    monkeypatch.setattr(engine_module, "sample", fails_for_seed_7)
+    while engine.has_unfinished:
+        engine.step()
+    assert seqs[1].finish_reason == "error" and seqs[1].output_token_ids == []
+    assert [s.output_token_ids for s in seqs if s is not seqs[1]] == [reference[p] for i, p in enumerate(PROMPTS)
+                                                                      if i != 1]
+
+
+@pytest.mark.parametrize("budget", [64, 7])
+def test_chunked_prefill_splits_long_prompts_and_keeps_the_output(smollm2, reference, budget):
+    """Prompts longer than the step's token budget are prefilled over several steps, beside decodes."""
+    engine = _fresh_engine(smollm2, num_blocks=128, block_size=4, max_model_len=256, max_num_seqs=4,
+                           max_num_batched_tokens=budget)
+    tokenizer = smollm2[1]
+    long_prompt = PROMPTS[1] * 6  # ~80 tokens: several chunks at either budget
+    seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], GREEDY) for p in PROMPTS[:3]]
+    engine.step()
+    late = engine.add_request(tokenizer(long_prompt, add_special_tokens=False)["input_ids"], GREEDY)
+    chunks, decoded_beside_a_chunk = 0, 0
+    while engine.has_unfinished:
+        prefilling = late.num_computed_tokens < len(late.prompt_token_ids)
+        changed = engine.step()
+        if prefilling:
+            chunks += 1
+            decoded_beside_a_chunk += sum(s is not late for s in changed)
+    assert chunks >= 2 and chunks >= len(late.prompt_token_ids) // budget
+    assert [s.output_token_ids for s in seqs] == [reference[p] for p in PROMPTS[:3]]
+    model, _ = smollm2
+    ids = tokenizer(long_prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = model.generate(ids, max_new_tokens=20, min_new_tokens=20, do_sample=False)[0, ids.shape[1]:]
+    assert late.output_token_ids == expected.tolist()
+    assert decoded_beside_a_chunk >= chunks  # the running requests kept decoding while the long prompt was split
+
+
+def test_without_chunked_prefill_a_prompt_is_computed_in_one_step(smollm2):
+    engine = _fresh_engine(smollm2, num_blocks=128, block_size=4, max_model_len=256, max_num_seqs=4,
+                           max_num_batched_tokens=8, enable_chunked_prefill=False)
+    tokenizer = smollm2[1]
+    seq = engine.add_request(tokenizer(PROMPTS[1] * 2, add_special_tokens=False)["input_ids"], GREEDY)
+    assert len(seq) > 8
+    engine.step()
+    assert seq.num_computed_tokens == len(seq) - 1 and len(seq.output_token_ids) == 1

@@ -12,6 +12,8 @@ def _allocated(lengths: list[int], manager: BlockManager) -> list[Sequence]:
     seqs = [Sequence(list(range(1, n + 1))) for n in lengths]
     for seq in seqs:
         manager.allocate(seq)
+        seq.num_new_tokens = n_new = len(seq) - seq.num_computed_tokens
+        assert n_new > 0
     return seqs
 
 
@@ -42,7 +44,7 @@ def test_paged_decode_matches_a_contiguous_cache_for_sequences_of_different_leng
     seqs = _allocated(lengths, manager)
     runner.run(seqs, manager, num_decode=0)  # prefill every prompt
     for seq in seqs:
-        seq.num_computed_tokens = len(seq)
+        seq.num_computed_tokens, seq.num_new_tokens = len(seq), 1
         seq.output_token_ids.append(7)
         manager.append_slot(seq)
     paged = runner.run(seqs, manager, num_decode=len(seqs))  # one decode step, several groups

@@ -69,10 +69,12 @@ class BlockManager:
             if computed:
                 self.cached.setdefault(block.hash, block.block_id)
 
-    def mark_computed(self, seq: Sequence) -> None:
+    def mark_computed(self, seq: Sequence, previously_computed: int = 0) -> None:
         """The keys and values of ``seq``'s first ``num_computed_tokens`` are written: offer its full
-        prompt blocks for reuse (a hit elsewhere keeps the block already cached)."""
-        for block_id in seq.block_table[:seq.num_computed_tokens // self.block_size]:
+        prompt blocks for reuse (a hit elsewhere keeps the block already cached). Blocks already
+        full at ``previously_computed`` tokens were offered before and are skipped."""
+        first, end = previously_computed // self.block_size, seq.num_computed_tokens // self.block_size
+        for block_id in seq.block_table[first:end]:
             block = self.blocks[block_id]
             if block.hash is not None:
                 self.cached.setdefault(block.hash, block_id)

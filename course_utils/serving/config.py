@@ -14,12 +14,16 @@ class EngineConfig:
     num_blocks: int = 512
     block_size: int = 16
     max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int = 256  # new tokens per step: bounds how long a step that prefills can take
     max_model_len: int = 2048
     enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True  # split long prompts over steps so running requests keep decoding
 
     def __post_init__(self) -> None:
         if self.num_blocks * self.block_size < self.max_model_len:
             raise ValueError(f"the KV pool ({self.num_blocks} blocks of {self.block_size} tokens) must hold at "
                              f"least max_model_len = {self.max_model_len} tokens, or a long request could never "
                              "finish")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least max_num_seqs "
+                             f"({self.max_num_seqs}): a step of decodes alone may carry one token per sequence")

@@ -2,11 +2,14 @@
 
 :class:`LLMEngine` is the synchronous core that both the offline :class:`~course_utils.serving.llm.LLM`
 and the HTTP server drive: ``add_request`` queues a prompt, each ``step`` advances every scheduled
-sequence by one token and reports which ones changed, ``abort`` drops a request and frees its blocks.
+sequence (a decode token, or a chunk of its prompt) and reports which ones received a token or
+ended, ``abort`` drops a request and frees its blocks. A request that makes the model or the
+sampler fail ends with finish reason ``"error"`` on its own; the rest of its step is retried.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -22,6 +25,8 @@ from course_utils.serving.sequence import Sequence
 
 __all__ = ["EngineConfig", "LLMEngine"]
 
+logger = logging.getLogger(__name__)
+
 
 class LLMEngine:
     def __init__(self, model: Llama, tokenizer, config: EngineConfig | None = None):
@@ -29,7 +34,7 @@ class LLMEngine:
         self.config = config or EngineConfig()
         c = self.config
         self.manager = BlockManager(c.num_blocks, c.block_size, c.enable_prefix_caching)
-        self.scheduler = Scheduler(self.manager, c.max_num_seqs, c.max_num_batched_tokens)
+        self.scheduler = Scheduler(self.manager, c.max_num_seqs, c.max_num_batched_tokens, c.enable_chunked_prefill)
         self.runner = ModelRunner(model, c.num_blocks, c.block_size, c.max_num_seqs)
         self.num_steps = 0  # forward passes run so far
         eos = tokenizer.eos_token_id
@@ -37,10 +42,8 @@ class LLMEngine:
         self.requests: dict[str, Sequence] = {}
         self._generators: dict[int, torch.Generator | None] = {}
 
-    def add_request(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None) -> Sequence:
-        """Queue a request; a prompt that cannot fit the model's context is refused here."""
-        params = params or SamplingParams()
+    def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raise ValueError (one line, naming the problem) if the request cannot be served; no side effects."""
         if not prompt_token_ids:
             raise ValueError("the prompt is empty")
         if len(prompt_token_ids) >= self.config.max_model_len:
@@ -51,6 +54,14 @@ class LLMEngine:
         if bad:
             raise ValueError(f"prompt token ids must be integers in [0, {vocab}) for this model's vocabulary, "
                              f"got {bad[0]!r}")
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
+
+    def add_request(self, prompt_token_ids: list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> Sequence:
+        """Queue a request; one that cannot be served (see :meth:`check_request`) is refused here."""
+        params = params or SamplingParams()
+        self.check_request(prompt_token_ids, params)
         seq = Sequence(list(prompt_token_ids), params, request_id or "")
         if seq.request_id in self.requests:
             raise ValueError(f"request id {seq.request_id!r} is already in use")
@@ -81,28 +92,70 @@ class LLMEngine:
         return self.scheduler.has_unfinished
 
     def step(self) -> list[Sequence]:
-        """Run one step; returns the sequences that received a token (finished ones included)."""
+        """Run one step; returns the sequences that received a token or ended (finished ones included).
+
+        A sequence whose forward pass or sampling raises ends with finish reason ``"error"``; the
+        others in the step are run again without it and go on unharmed.
+        """
         seqs, num_decode = self.scheduler.schedule()
         if not seqs:
             return []
-        logits = self.runner.run(seqs, self.manager, num_decode)
+        ran, failed = self._forward_isolating(seqs, num_decode)
         self.num_steps += 1
-        no_history = torch.empty(0, dtype=torch.long)  # only the repetition penalty reads the history
-        seen = [torch.tensor(s.token_ids) if s.params.repetition_penalty != 1.0 else no_history for s in seqs]
-        tokens = sample(logits, [s.params for s in seqs], seen, [self._generators[s.seq_id] for s in seqs])
-        now = time.perf_counter()
-        for index, (seq, token) in enumerate(zip(seqs, tokens.tolist(), strict=True)):
-            seq.num_computed_tokens = len(seq)
-            if index >= num_decode:  # a prompt just prefilled: its blocks now hold real KV
-                self.manager.mark_computed(seq)
+        now, changed = time.perf_counter(), []
+        for seq in failed:
+            self._end(seq, "error")
+            changed.append(seq)
+        for seq, logits in ran:
+            before = seq.num_computed_tokens
+            seq.num_computed_tokens += seq.num_new_tokens
+            self.manager.mark_computed(seq, before)  # the blocks this step filled hold real KV now
+            if seq.num_computed_tokens < len(seq):
+                continue  # a prompt chunk: no token until the whole prompt is in the cache
+            try:
+                token = self._sample(seq, logits)
+            except Exception:
+                logger.exception("sampling failed for %s; ending it alone", seq.request_id)
+                self._end(seq, "error")
+                changed.append(seq)
+                continue
             if seq.first_token_time is None:
                 seq.first_token_time = now
-            reason = self._append(seq, token)
-            if reason:
-                self.scheduler.finish(seq, reason)
-                self.requests.pop(seq.request_id, None)
-                self._generators.pop(seq.seq_id, None)
-        return seqs
+            if reason := self._append(seq, token):
+                self._end(seq, reason)
+            changed.append(seq)
+        return changed
+
+    def _forward_isolating(self, seqs: list[Sequence], num_decode: int
+                           ) -> tuple[list[tuple[Sequence, torch.Tensor]], list[Sequence]]:
+        """Each sequence with its (V,) logits, and the sequences whose forward pass fails.
+
+        On an exception the batch is split in halves and each is run again, down to single
+        sequences, so one request that breaks the model costs the others a few extra passes,
+        not their replies. A half keeps the order decodes-then-prefills the runner expects.
+        """
+        try:
+            logits = self.runner.run(seqs, self.manager, num_decode)
+            return list(zip(seqs, logits, strict=True)), []
+        except Exception:
+            if len(seqs) == 1:
+                logger.exception("the forward pass failed for %s; ending it alone", seqs[0].request_id)
+                return [], seqs
+        half = len(seqs) // 2
+        ran_a, failed_a = self._forward_isolating(seqs[:half], min(num_decode, half))
+        ran_b, failed_b = self._forward_isolating(seqs[half:], max(0, num_decode - half))
+        return ran_a + ran_b, failed_a + failed_b
+
+    def _sample(self, seq: Sequence, logits: torch.Tensor) -> int:
+        """The next token of ``seq`` from its (V,) logits, with its own parameters and generator."""
+        # only the repetition penalty reads the history
+        seen = torch.tensor(seq.token_ids) if seq.params.repetition_penalty != 1.0 else torch.empty(0, dtype=torch.long)
+        return int(sample(logits[None], [seq.params], [seen], [self._generators[seq.seq_id]])[0])
+
+    def _end(self, seq: Sequence, reason: str) -> None:
+        self.scheduler.finish(seq, reason)
+        self.requests.pop(seq.request_id, None)
+        self._generators.pop(seq.seq_id, None)
 
     def _append(self, seq: Sequence, token: int) -> str | None:
         """Add one sampled token; the finish reason if the sequence is now done."""

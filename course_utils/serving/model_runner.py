@@ -1,10 +1,10 @@
 """Running the model on a batch of sequences whose keys and values live in a paged pool.
 
 Each engine step carries *decode* tokens (one new token for each running sequence) and
-*prefills* (new prompts: every uncached prompt token is computed). The tokens of all sequences in the step
-are packed into one row, so every weight matrix is read once per step for the whole batch; only
-attention needs to know which tokens belong together, and :class:`PagedKVCache` answers that
-through the block tables:
+*prefills* (a prompt's uncached tokens, all of them or the step's chunk of them). The tokens
+of all sequences in the step are packed into one row, so every weight matrix is read once per
+step for the whole batch; only attention needs to know which tokens belong together, and
+:class:`PagedKVCache` answers that through the block tables:
 
 * the keys and values of the step's tokens are written to their slots in the pool;
 * each sequence attends over its own context, gathered block by block through its block table.
@@ -66,7 +66,8 @@ def decode_groups(seqs: list[Sequence], num_decode: int, block_size: int, device
 class StepBatch:
     """What one forward pass needs to know, built from the scheduled sequences.
 
-    ids, positions, slots: (N,) for the N packed new tokens; ``spans[i]`` is sequence i's
+    ids, positions, slots: (N,) for the N packed new tokens (sequence i contributes its
+    ``num_new_tokens`` after its ``num_computed_tokens``); ``spans[i]`` is sequence i's
     (start, end) range within them; ``block_tables`` (S, max_blocks) lists each sequence's
     blocks (padded with block 0) and ``context_lens`` (S,) how many of their slots hold its
     tokens, cached and new; ``last`` (S,) indexes each sequence's last new token. The first
@@ -87,17 +88,18 @@ class StepBatch:
     def build(cls, seqs: list[Sequence], manager: BlockManager, num_decode: int, device) -> StepBatch:
         ids, positions, slots, spans = [], [], [], []
         for seq in seqs:
-            start, tokens = seq.num_computed_tokens, seq.token_ids
-            new = range(start, len(tokens))
+            start = seq.num_computed_tokens
+            new = range(start, start + seq.num_new_tokens)
             spans.append((len(ids), len(ids) + len(new)))
-            ids += tokens[start:]
+            ids += seq.token_ids[new.start:new.stop]
             positions += list(new)
             slots += [manager.slot(seq, p) for p in new]
         width = max(len(seq.block_table) for seq in seqs)
         tables = [seq.block_table + [0] * (width - len(seq.block_table)) for seq in seqs]
+        lens = [seq.num_computed_tokens + seq.num_new_tokens for seq in seqs]
         ids, positions, slots, tables, lens, last = (
             torch.tensor(x, dtype=torch.long, device=device)
-            for x in (ids, positions, slots, tables, [len(seq) for seq in seqs], [end - 1 for _, end in spans]))
+            for x in (ids, positions, slots, tables, lens, [end - 1 for _, end in spans]))
         groups = decode_groups(seqs, num_decode, manager.block_size, device)
         return cls(ids, positions, slots, spans, tables, lens, last, num_decode, groups)
 
@@ -169,7 +171,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, seqs: list[Sequence], manager: BlockManager, num_decode: int) -> torch.Tensor:
-        """Logits (S, V) for the next token of each of the S sequences (the first num_decode decode)."""
+        """Logits (S, V) at each of the S sequences' last new token (the first num_decode decode)."""
         batch = StepBatch.build(seqs, manager, num_decode, self.device)
         self.cache.batch = batch
         try:

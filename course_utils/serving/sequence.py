@@ -16,7 +16,7 @@ _ids = itertools.count()
 
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"  # queued, or preempted and waiting to be recomputed
-    RUNNING = "running"  # has KV blocks and is decoding
+    RUNNING = "running"  # has KV blocks: prefilling (perhaps over several steps) or decoding
     FINISHED = "finished"
 
 
@@ -27,7 +27,10 @@ class Sequence:
     ``block_table`` lists the KV-cache blocks holding this sequence's keys and values, in order:
     token i lives in block ``block_table[i // block_size]`` at offset ``i % block_size``.
     ``num_cached_tokens`` counts the prompt tokens whose keys and values were found in the
-    prefix cache, so the prefill starts after them.
+    prefix cache, so the prefill starts after them. A long prompt may be prefilled over several
+    steps (chunked prefill): each step computes ``num_new_tokens`` tokens after the
+    ``num_computed_tokens`` already in the cache, and the next token is sampled only once every
+    token is computed.
     """
 
     prompt_token_ids: list[int]
@@ -40,7 +43,8 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     num_cached_tokens: int = 0
     num_computed_tokens: int = 0  # tokens whose keys and values are in the cache
-    finish_reason: str | None = None  # "stop", "length" or "abort"
+    num_new_tokens: int = 0  # tokens the current step computes (set by the scheduler)
+    finish_reason: str | None = None  # "stop", "length", "abort" or "error"
     arrival_time: float = field(default_factory=time.perf_counter)
     first_token_time: float | None = None
     finish_time: float | None = None
