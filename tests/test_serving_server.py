@@ -15,12 +15,13 @@ from course_utils.serving import LLM, SamplingParams
 from course_utils.serving.server import background_server
 
 NAME = DEFAULT_MODEL
+BODY_TIMEOUT_S = 3.0  # a short deadline for the slow-body test; localhost bodies arrive in milliseconds
 
 
 @pytest.fixture(scope="module")
 def server():
     llm = LLM(NAME, num_blocks=192, block_size=16, max_model_len=512, max_num_seqs=64)
-    with background_server(llm.engine, NAME) as url:
+    with background_server(llm.engine, NAME, body_timeout_s=BODY_TIMEOUT_S) as url:
         yield {"url": url.removesuffix("/v1"), "engine": llm.engine}
 
 
@@ -133,7 +134,7 @@ def test_sixty_four_streaming_clients_with_random_disconnects_free_every_block(s
     assert engine.manager.num_free_blocks == engine.config.num_blocks
 
 
-def test_a_failing_engine_step_ends_the_requests_in_flight_and_the_server_recovers(server, client, monkeypatch):
+def test_a_failing_forward_pass_ends_only_its_request_and_the_server_recovers(server, client, monkeypatch):
     runner = server["engine"].runner
     original = runner.run
     calls = {"n": 0}
@@ -255,7 +256,7 @@ def test_what_a_request_carries_is_bounded_before_any_tokenising(server, monkeyp
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(tokenizer), "__call__", counting)
-    huge = "word " * 600_000  # 3 MB: far more than 512 tokens could hold
+    huge = "word " * 20_000  # 100 kB: more than 512 tokens could hold, less than the body limit
     with httpx.Client(base_url=server["url"], timeout=60) as http:
         cases = [
             ("/v1/completions", {"prompt": huge}, "prompt"),
@@ -268,7 +269,93 @@ def test_what_a_request_carries_is_bounded_before_any_tokenising(server, monkeyp
             response = http.post(path, json={"model": NAME, "max_tokens": 2, **body})
             assert response.status_code == 400, (param, response.text)
             assert response.json()["error"]["param"].startswith(param), response.json()
+        for body in ({"prompt": huge * 30}, {"messages": [{"role": "user", "content": huge * 30}]}):  # 3 MB
+            response = http.post("/v1/completions" if "prompt" in body else "/v1/chat/completions",
+                                 json={"model": NAME, **body})
+            assert response.status_code == 413, response.text
+            assert "larger than this server accepts" in response.json()["error"]["message"]
         assert calls["n"] == 0  # refused before tokenising
         ok = http.post("/v1/completions", json={"model": NAME, "max_tokens": 2, "prompt": "Hi",
                                                 "stop": ["a", "b", "c", "d"]})
         assert ok.status_code == 200
+
+
+def test_a_body_that_trickles_or_never_completes_is_timed_out_and_blocks_no_one(server):
+    host, port = server["url"].removeprefix("http://").split(":")
+    headers = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+               "Content-Length: 200\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=BODY_TIMEOUT_S + 10) as stalled, \
+            socket.create_connection((host, int(port)), timeout=BODY_TIMEOUT_S + 10) as trickling:
+        start = time.monotonic()
+        stalled.sendall((headers + '{"model": "').encode())  # then nothing: 189 bytes never come
+        trickling.sendall(headers.encode())
+        models = httpx.get(server["url"] + "/v1/models", timeout=5)  # the others are served meanwhile
+        assert models.status_code == 200
+        for _ in range(int(BODY_TIMEOUT_S / 0.5) + 2):  # a byte every half second: never done in time
+            try:
+                trickling.sendall(b" ")
+            except OSError:
+                break
+            time.sleep(0.5)
+        for sock in (stalled, trickling):
+            reply = sock.recv(4096).decode()
+            assert reply.startswith("HTTP/1.1 408"), reply
+            assert "did not arrive within 3 s" in reply
+        assert time.monotonic() - start < BODY_TIMEOUT_S + 8
+
+
+def test_long_prompts_stall_neither_the_routes_nor_the_running_streams():
+    """Four ~1,900-token prompts arrive beside two running streams: with chunked prefill and the
+    engine fed through an inbox, the streams' next token (p99) and GET /v1/models stay under 1 s
+    while the long prompts are in flight, and the long prompts are not made to wait for the streams."""
+    # 64 new tokens a step (a quarter of the default): the bound holds with a second test worker on the cores
+    llm = LLM(NAME, num_blocks=640, block_size=16, max_model_len=2048, max_num_seqs=8, max_num_batched_tokens=64)
+    long_prompt = " ".join(f"item {i}," for i in range(325))
+    assert 1800 < len(llm.tokenizer(long_prompt)["input_ids"]) < 2000
+
+    async def scenario(base: str) -> tuple[list[tuple[float, float]], list[float], tuple[float, float]]:
+        gaps, pings = [], []  # (when, seconds since the stream's previous token); GET /v1/models latencies
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            async def stream() -> None:
+                body = {"model": NAME, "prompt": "Once upon a time", "max_tokens": 200, "stream": True,
+                        "ignore_eos": True, "temperature": 0}
+                async with http.stream("POST", "/v1/completions", json=body) as response:
+                    last = None
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: {"):
+                            now = time.perf_counter()
+                            if last is not None:
+                                gaps.append((now, now - last))
+                            last = now
+
+            async def long_request(k: int) -> None:  # distinct from the first token: no prefix to share
+                response = await http.post("/v1/completions", json={"model": NAME, "prompt": f"{k} {long_prompt}",
+                                                                     "max_tokens": 1})
+                assert response.status_code == 200
+
+            async def ping(until: asyncio.Future) -> None:
+                while not until.done():
+                    start = time.perf_counter()
+                    assert (await http.get("/v1/models")).status_code == 200
+                    pings.append(time.perf_counter() - start)
+                    await asyncio.sleep(0.05)
+
+            streams = [asyncio.create_task(stream()) for _ in range(2)]
+            await asyncio.sleep(1.0)  # the streams are decoding
+            window = time.perf_counter()
+            longs = asyncio.ensure_future(asyncio.gather(*(long_request(k) for k in range(4))))
+            await asyncio.gather(longs, ping(longs))
+            window = (window, time.perf_counter())
+            assert not any(s.done() for s in streams)  # the long prompts were not made to wait for the streams
+            await asyncio.gather(*streams)
+        return gaps, pings, window
+
+    with background_server(llm.engine, NAME) as url:
+        gaps, pings, (start, end) = asyncio.run(scenario(url.removesuffix("/v1")))
+    during = sorted(gap for when, gap in gaps if start < when <= end)
+    p99 = during[int(0.99 * (len(during) - 1))]
+    print(f"while the long prompts ran ({end - start:.1f} s): {len(during)} token gaps, median "
+          f"{during[len(during) // 2]:.3f} s, p99 {p99:.3f} s, worst {during[-1]:.3f} s; {len(pings)} "
+          f"GET /v1/models, worst {max(pings):.3f} s")
+    assert len(during) >= 50 and len(pings) >= 10 and len(gaps) == 2 * 199
+    assert p99 < 1.0 and max(pings) < 1.0

@@ -6,11 +6,14 @@ model's chat template), with ``"stream": true`` answered as server-sent events: 
 
 Every bad request gets OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``:
 400 for invalid JSON, wrong types, out-of-range values or a prompt too long for the context, 404
-for an unknown model; never a 500. A client that disconnects aborts its request, which frees its
-KV blocks at once.
+for an unknown model, 408 for a body that does not arrive in time, 413 for one too large; never a
+500 (that is kept for a request the engine itself failed on; the others in its step go on). A
+client that disconnects aborts its request, which frees its KV blocks at once.
 
 The engine is synchronous and single-threaded; :class:`AsyncEngine` runs its step loop in a
-background thread and hands each request's progress to that request's asyncio queue.
+background thread, feeds it new requests and aborts through an inbox, and hands each request's
+progress to that request's asyncio queue. Tokenising runs in worker threads. Nothing in the
+event loop waits for a step, so a long prefill delays no other route.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import socket
 import threading
 import time
@@ -36,21 +40,30 @@ from course_utils.defaults import DEFAULT_MODEL
 from course_utils.serving.engine import LLMEngine
 from course_utils.serving.llm import RequestOutput, request_output
 from course_utils.serving.sampling import SamplingParams
+from course_utils.serving.sequence import Sequence, SequenceStatus
 
-__all__ = ["MAX_STOP_CHARS", "MAX_STOP_STRINGS", "AsyncEngine", "background_server", "create_app", "serve"]
+__all__ = ["BODY_TIMEOUT_S", "MAX_STOP_CHARS", "MAX_STOP_STRINGS", "AsyncEngine", "BodyLimits", "background_server",
+           "create_app", "serve"]
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit on `stop`
 MAX_STOP_CHARS = 256  # each stop string is searched for in the whole reply at every token
+MAX_BODY_OVERHEAD = 64 * 1024  # bytes a request may carry beside its prompt or messages
+BODY_TIMEOUT_S = 30.0  # a request body must arrive whole within this time
 
 logger = logging.getLogger(__name__)
 
 
 class AsyncEngine:
-    """The engine's step loop in a thread; ``generate`` yields a request's outputs as they grow."""
+    """The engine's step loop in a thread; ``generate`` yields a request's outputs as they grow.
+
+    Only the engine thread touches the engine. The asyncio side never waits for it: a new request
+    or an abort goes into an inbox that the engine thread empties between steps, so a long step
+    delays no other route of the server.
+    """
 
     def __init__(self, engine: LLMEngine):
         self.engine = engine
-        self._lock = threading.Lock()
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._running = True
@@ -59,21 +72,45 @@ class AsyncEngine:
 
     def _loop(self) -> None:
         while self._running:
-            with self._lock:
-                busy = self.engine.has_unfinished
-                try:
-                    updates = [request_output(seq) for seq in self.engine.step()] if busy else []
-                except Exception:  # a bug must not kill the loop and strand every client: fail them all
-                    logger.exception("engine step failed; ending the requests in flight")
-                    updates = [request_output(seq) for seq in self.engine.abort_all("error")]
+            updates = self._take_inbox()
+            busy = self.engine.has_unfinished
+            try:
+                updates += [request_output(seq) for seq in self.engine.step()] if busy else []
+            except Exception:  # a bug must not kill the loop and strand every client: fail them all
+                logger.exception("engine step failed; ending the requests in flight")
+                updates += [request_output(seq) for seq in self.engine.abort_all("error")]
             for out in updates:
-                target = self._queues.get(out.request_id)
-                if target is not None:
-                    loop, queue = target
-                    loop.call_soon_threadsafe(queue.put_nowait, out)
+                self._deliver(out)
             if not busy:
                 self._wake.wait(0.05)
                 self._wake.clear()
+
+    def _take_inbox(self) -> list[RequestOutput]:
+        """Register the requests and aborts that arrived since the last step; the outputs of
+        requests that could not be registered (they end with finish reason "error")."""
+        refused = []
+        while True:
+            try:
+                kind, item = self._inbox.get_nowait()
+            except queue.Empty:
+                return refused
+            if kind == "abort":
+                self.engine.abort(item)
+                continue
+            prompt_token_ids, params, request_id = item
+            try:
+                self.engine.add_request(prompt_token_ids, params, request_id)
+            except Exception:  # checked on arrival, so this is a bug: end this request only
+                logger.exception("could not register %s", request_id)
+                seq = Sequence(list(prompt_token_ids), params, request_id)
+                seq.status, seq.finish_reason = SequenceStatus.FINISHED, "error"
+                refused.append(request_output(seq))
+
+    def _deliver(self, out: RequestOutput) -> None:
+        target = self._queues.get(out.request_id)
+        if target is not None:
+            loop, updates = target
+            loop.call_soon_threadsafe(updates.put_nowait, out)
 
     def shutdown(self) -> None:
         self._running = False
@@ -85,32 +122,28 @@ class AsyncEngine:
         return self.engine.tokenizer
 
     def add(self, prompt_token_ids: list[int], params: SamplingParams) -> tuple[str, asyncio.Queue]:
-        """Queue a request (ValueError if it cannot fit); returns its id and its update queue."""
+        """Queue a request (ValueError if it can never be served); returns its id and its update queue."""
+        self.engine.check_request(prompt_token_ids, params)  # pure and cheap: safe beside a running step
         request_id = f"req-{uuid.uuid4().hex}"
-        queue: asyncio.Queue = asyncio.Queue()
-        self._queues[request_id] = (asyncio.get_running_loop(), queue)
-        try:
-            with self._lock:
-                self.engine.add_request(prompt_token_ids, params, request_id)
-        except Exception:
-            self._queues.pop(request_id, None)
-            raise
+        updates: asyncio.Queue = asyncio.Queue()
+        self._queues[request_id] = (asyncio.get_running_loop(), updates)
+        self._inbox.put(("add", (list(prompt_token_ids), params, request_id)))
         self._wake.set()
-        return request_id, queue
+        return request_id, updates
 
-    async def stream(self, request_id: str, queue: asyncio.Queue) -> AsyncIterator[RequestOutput]:
+    async def stream(self, request_id: str, updates: asyncio.Queue) -> AsyncIterator[RequestOutput]:
         """The request's outputs, one per new token, until it finishes; aborts it if abandoned."""
         finished = False
         try:
             while not finished:
-                out = await queue.get()
+                out = await updates.get()
                 finished = out.finished
                 yield out
         finally:
             self._queues.pop(request_id, None)
             if not finished:
-                with self._lock:
-                    self.engine.abort(request_id)
+                self._inbox.put(("abort", request_id))
+                self._wake.set()
 
 
 class _Body(BaseModel):
@@ -143,24 +176,90 @@ class ChatBody(_Body):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
+class BodyLimits:
+    """ASGI middleware: a request body must arrive whole within ``timeout_s`` and hold at most
+    ``max_bytes``, or the client gets 408 or 413 (OpenAI's error shape) and the connection is closed.
+
+    Without it, a client that sends its headers and then trickles (or never sends) the body it
+    announced would hold a connection and a coroutine forever. The body, once complete, is
+    handed to the application as one message.
+    """
+
+    def __init__(self, app, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(scope, receive, send, 413, f"the request body ({int(declared):,} bytes) is "
+                                      f"larger than this server accepts ({self.max_bytes:,} bytes)")
+        try:
+            body = await asyncio.wait_for(self._read_body(receive), self.timeout_s)
+        except asyncio.TimeoutError:
+            return await self._refuse(scope, receive, send, 408, f"the request body did not arrive within "
+                                      f"{self.timeout_s:g} s; send the whole body at once")
+        if body is None:  # the client went away
+            return None
+        if len(body) > self.max_bytes:
+            return await self._refuse(scope, receive, send, 413, "the request body is larger than this server "
+                                      f"accepts ({self.max_bytes:,} bytes)")
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: only a disconnect can come
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _read_body(self, receive) -> bytes | None:
+        """The whole body (cut short just past max_bytes), or None if the client disconnected."""
+        chunks, size = [], 0
+        while size <= self.max_bytes:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, status: int, message: str) -> None:
+        response = _error(status, message)
+        response.headers["connection"] = "close"
+        await response(scope, receive, send)
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
 
 
-def create_app(engine: AsyncEngine, model_name: str) -> FastAPI:
-    """The FastAPI application serving ``engine`` under the name ``model_name``."""
+def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:
+    """The FastAPI application serving ``engine`` under the name ``model_name``; a request body
+    must arrive whole within ``body_timeout_s`` seconds."""
     app = FastAPI(title="llm-course OpenAI-compatible server")
     max_model_len = engine.engine.config.max_model_len
     # No token is longer than the vocabulary's longest entry (byte-level BPE: one character per byte),
     # so a text of more than max_model_len times that many UTF-8 bytes cannot fit: refused untokenised.
     longest_token = max(len(token) for token in engine.tokenizer.get_vocab())
     max_text_bytes = max_model_len * longest_token
+    # JSON may spell a byte as up to 6 ("\u0000"); the rest of a request is small
+    app.add_middleware(BodyLimits, max_bytes=6 * max_text_bytes + MAX_BODY_OVERHEAD, timeout_s=body_timeout_s)
 
     def too_long(text_bytes: int, param: str) -> JSONResponse | None:
         if text_bytes <= max_text_bytes:
             return None
         return _error(400, f"the {param} has {text_bytes:,} bytes: more than this model's context of {max_model_len} "
                            f"tokens can hold (at most {longest_token} bytes per token)", param=param)
+
+    def tokenize(text: str) -> list[int]:  # called in a worker thread: the event loop keeps serving
+        return engine.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -227,8 +326,7 @@ def create_app(engine: AsyncEngine, model_name: str) -> FastAPI:
     async def completions(request: Request, body: CompletionBody) -> Any:
         if isinstance(body.prompt, str) and (refused := too_long(len(body.prompt.encode()), "prompt")):
             return refused
-        prompt_ids = (body.prompt if isinstance(body.prompt, list)
-                      else engine.tokenizer(body.prompt, add_special_tokens=False)["input_ids"])
+        prompt_ids = body.prompt if isinstance(body.prompt, list) else await asyncio.to_thread(tokenize, body.prompt)
         return await respond(request, body, list(prompt_ids), chat=False)
 
     @app.post("/v1/chat/completions")
@@ -237,10 +335,11 @@ def create_app(engine: AsyncEngine, model_name: str) -> FastAPI:
         if refused := too_long(sum(len(m["content"].encode()) for m in messages), "messages"):
             return refused
         try:
-            text = engine.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = await asyncio.to_thread(engine.tokenizer.apply_chat_template, messages, tokenize=False,
+                                           add_generation_prompt=True)
         except Exception as err:  # a template may reject a role order; that is the client's to fix
             return _error(400, f"messages could not be rendered with the chat template: {err}", param="messages")
-        return await respond(request, body, engine.tokenizer(text, add_special_tokens=False)["input_ids"], chat=True)
+        return await respond(request, body, await asyncio.to_thread(tokenize, text), chat=True)
 
     return app
 
@@ -299,11 +398,12 @@ async def _sse(outputs: AsyncIterator[RequestOutput], request_id: str, created: 
 
 @contextmanager
 def background_server(engine: LLMEngine, model_name: str, port: int | None = None,
-                      timeout_s: float = 30.0) -> Iterator[str]:
+                      timeout_s: float = 30.0, body_timeout_s: float = BODY_TIMEOUT_S) -> Iterator[str]:
     """Serve ``engine`` on 127.0.0.1 from a background thread (a notebook, a test); yields the
     base URL for an OpenAI client, ``http://127.0.0.1:PORT/v1``, and stops the server on exit.
 
-    ``port=None`` takes a free port.
+    ``port=None`` takes a free port; ``timeout_s`` bounds the wait for the server to start,
+    ``body_timeout_s`` the wait for a request's body.
     """
     import uvicorn
 
@@ -312,8 +412,8 @@ def background_server(engine: LLMEngine, model_name: str, port: int | None = Non
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
     async_engine = AsyncEngine(engine)
-    server = uvicorn.Server(uvicorn.Config(create_app(async_engine, model_name), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    app = create_app(async_engine, model_name, body_timeout_s)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     try:
