@@ -19,6 +19,10 @@ tokens it asked for:
    ``course_utils/serving/prepacked.py``; its paged attention gathers blocks, which costs).
 3. **decode FLOP/s**: 2 x parameters FLOPs per generated token, at the engine's decode rate,
    as a share of this machine's measured float32 matmul FLOP/s.
+4. **64 concurrent decodes**: the median time of a decode step with 64 running sequences (after
+   their prefill, contexts of about 100 to 200 tokens), the same FLOP/s share (goal 0.6), and where
+   the step's time goes (:func:`course_utils.serving.step_profile.profile_steps`: weight matmuls,
+   attention, elementwise, other).
 
 Writes benchmarks/results/serving.json.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import time
 from pathlib import Path
 
@@ -34,7 +39,43 @@ from course_utils.defaults import DEFAULT_MODEL
 
 RESULTS = Path(__file__).parent / "results" / "serving.json"
 TARGET_CONCURRENT, TARGET_MIXED = 5.0, 1.5
+GOAL_SHARE_64 = 0.6  # issue 27's goal for the decode share of matmul FLOP/s at 64 sequences (not yet met)
 MIXED_REQUESTS, BATCH = 96, 16
+WIDE, WARM_STEPS, TIMED_STEPS, PROFILED_STEPS = 64, 10, 30, 20
+
+
+def decode_at_64(hf_model, tokenizer, prompts: list[str], matmul: float) -> dict:
+    """Median decode step with WIDE sequences running, its FLOP/s share and its time breakdown."""
+    from course_utils.architecture.transformer import Llama
+    from course_utils.serving import LLM, SamplingParams
+    from course_utils.serving.step_profile import profile_steps
+
+    llm = LLM.from_model(Llama.from_hf(hf_model), tokenizer, num_blocks=1024, block_size=16, max_model_len=512,
+                         max_num_seqs=WIDE)
+    engine = llm.engine
+    # room for the steps below after the last prefill: the first requests to start must not end during them
+    params = SamplingParams(temperature=0, max_tokens=64 + WARM_STEPS + TIMED_STEPS + PROFILED_STEPS, ignore_eos=True)
+    seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], params) for p in prompts[:WIDE]]
+    while any(not s.output_token_ids for s in seqs):  # prefill everyone
+        engine.step()
+    for _ in range(WARM_STEPS):
+        engine.step()
+    times = []
+    for _ in range(TIMED_STEPS):
+        assert len(engine.scheduler.running) == WIDE
+        start = time.perf_counter()
+        engine.step()
+        times.append(time.perf_counter() - start)
+    breakdown = profile_steps(engine, PROFILED_STEPS)
+    assert breakdown.sequences == WIDE and len(engine.scheduler.running) == WIDE
+    step = statistics.median(times)
+    n_params = sum(p.numel() for p in hf_model.parameters())
+    share = 2 * n_params * WIDE / step / matmul
+    return {"sequences": WIDE, "context_tokens": {"min": min(len(s) for s in seqs), "max": max(len(s) for s in seqs)},
+            "timed_steps": TIMED_STEPS, "median_step_ms": round(1e3 * step, 1),
+            "step_ms_range": [round(1e3 * min(times), 1), round(1e3 * max(times), 1)],
+            "tokens_per_s": round(WIDE / step, 1), "share_of_matmul": round(share, 3), "goal": GOAL_SHARE_64,
+            "meets_goal": share >= GOAL_SHARE_64, "breakdown_profiled": breakdown.as_dict()}
 
 
 def main() -> None:
@@ -105,6 +146,7 @@ def main() -> None:
                           "engine_ms_per_step": round(1000 * continuous_s / engine_steps, 1),
                           "cheaper_steps": round((static_s / static_steps) / (continuous_s / engine_steps), 2),
                           "speedup": round(static_s / continuous_s, 2), "target": TARGET_MIXED},
+        "decode_64": decode_at_64(hf_model, tokenizer, prompts[:WIDE], matmul),
         "decode_flops": {"engine_decode_flops_per_s": round(decode_flops / 1e9, 2),
                          "matmul_flops_per_s": round(matmul / 1e9, 2), "unit": "GFLOP/s",
                          "share_of_matmul": round(decode_flops / matmul, 3),

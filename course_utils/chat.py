@@ -67,9 +67,9 @@ def _left_padded(tokenizer, prompts: list[Messages | str], chat: bool, device) -
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def find_stop(text: str, stops: Sequence[str]) -> int | None:
-    """Index where the earliest of ``stops`` begins in ``text``; None if none occurs."""
-    return min((i for i in (text.find(s) for s in stops) if i >= 0), default=None)
+def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
+    """Index where the earliest of ``stops`` begins in ``text`` (at or after ``start``); None if none occurs."""
+    return min((i for i in (text.find(s, start) for s in stops) if i >= 0), default=None)
 
 
 class _StopStrings(StoppingCriteria):

@@ -189,24 +189,34 @@ def test_a_request_that_breaks_the_forward_pass_fails_alone(smollm2, reference, 
 def test_a_request_whose_sampling_fails_ends_alone(smollm2, reference, monkeypatch):
     from course_utils.serving import engine as engine_module
 
-    engine = _fresh_engine(smollm2, num_blocks=64, block_size=8, max_model_len=256)
     tokenizer = smollm2[1]
     odd = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True, seed=7)  # greedy, marked by its seed
-    seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], odd if i == 1 else GREEDY,
-                               request_id=p) for i, p in enumerate(PROMPTS)]
+    seeded = SamplingParams(temperature=0.9, max_tokens=20, ignore_eos=True, seed=3)
     original = engine_module.sample
 
     def fails_for_seed_7(logits, params, seen, generators):
-        if params[0].seed == 7:
+        out = original(logits, params, seen, generators)  # draws from every generator first, then fails
+        if any(p.seed == 7 for p in params):
             raise FloatingPointError("simulated sampler failure")
-        return original(logits, params, seen, generators)
+        return out
 
+    def run(with_odd: bool) -> list:
+        engine = _fresh_engine(smollm2, num_blocks=64, block_size=8, max_model_len=256)
+        chosen = [(p, odd if i == 1 else seeded if i == 3 else GREEDY) for i, p in enumerate(PROMPTS)]
+        seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], sp)
+                for p, sp in chosen if with_odd or sp is not odd]
+        while engine.has_unfinished:
+            engine.step()
+        return seqs
+
+    clean = run(with_odd=False)
     monkeypatch.setattr(engine_module, "sample", fails_for_seed_7)
-    while engine.has_unfinished:
-        engine.step()
+    seqs = run(with_odd=True)
     assert seqs[1].finish_reason == "error" and seqs[1].output_token_ids == []
-    assert [s.output_token_ids for s in seqs if s is not seqs[1]] == [reference[p] for i, p in enumerate(PROMPTS)
-                                                                      if i != 1]
+    others = seqs[:1] + seqs[2:]
+    assert [s.output_token_ids for s in others] == [s.output_token_ids for s in clean]
+    assert [s.output_token_ids for s in others if s.params is GREEDY] == [reference[p] for i, p in
+                                                                         enumerate(PROMPTS) if i not in (1, 3)]
 
 
 @pytest.mark.parametrize("budget", [64, 7])
@@ -244,3 +254,98 @@ def test_without_chunked_prefill_a_prompt_is_computed_in_one_step(smollm2):
     assert len(seq) > 8
     engine.step()
     assert seq.num_computed_tokens == len(seq) - 1 and len(seq.output_token_ids) == 1
+
+
+REPETITIVE = ["1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3,", "The cat sat on the mat. The cat sat on the mat. The cat"]
+
+
+def test_speculative_decoding_in_the_engine_keeps_greedy_output_and_saves_steps(smollm2):
+    model, tokenizer = smollm2
+    prompts = REPETITIVE + PROMPTS[:3]
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    runs = {}
+    for k in (0, 4):
+        engine = _fresh_engine(smollm2, num_blocks=64, block_size=4, max_model_len=256, num_speculative_tokens=k)
+        seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], params) for p in prompts]
+        finished_at = {}  # request -> the step it finished in
+        while engine.has_unfinished:
+            for seq in engine.step():
+                if seq.is_finished:
+                    finished_at[seq.request_id] = engine.num_steps
+        runs[k] = engine, [s.output_token_ids for s in seqs], [finished_at[s.request_id] for s in seqs]
+        assert engine.manager.num_free_blocks == 64  # rejected drafts' blocks all came back
+    for prompt, got in zip(prompts, runs[4][1], strict=True):
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            want = model.generate(ids, max_new_tokens=24, min_new_tokens=24, do_sample=False)[0, ids.shape[1]:]
+        assert got == want.tolist()
+    assert runs[4][1] == runs[0][1]
+    (spec, _, spec_steps), (_, _, plain_steps) = runs[4], runs[0]
+    print(f"steps to finish each request: {plain_steps} -> {spec_steps}; {spec.speculation}")
+    assert spec.speculation.accepted > 0
+    assert all(s < p for s, p in zip(spec_steps[:2], plain_steps[:2], strict=True))  # the repetitive ones
+    assert spec.speculation.emitted == spec.speculation.accepted + spec.speculation.target_passes
+
+
+def test_speculative_sampling_draws_from_the_targets_distribution():
+    """On a tiny random model, the four sampled tokens after a repetitive prompt have the same joint
+    distribution with and without drafts (chi-square test, 3,000 requests each); a wrong rule
+    (every draft accepted) is caught by the same test."""
+    from scipy.stats import chi2_contingency
+
+    from course_utils.architecture.transformer import Llama, LlamaConfig
+    from course_utils.serving.config import EngineConfig
+    from course_utils.serving.engine import LLMEngine
+
+    class Tokenizer:
+        eos_token_id = None
+
+        def decode(self, ids, skip_special_tokens=True):
+            return ""
+
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(vocab_size=6, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64))
+    model.init_weights(std=1.0)  # peaked enough that drafts are often right, spread enough to sample
+    greedy = [4, 0, 2, 4, 0, 4]  # this model's greedy continuation of [1]
+    prompt = [1, *greedy, 1, *greedy[:2]]  # the lookup drafts what followed [1, 4, 0] before
+
+    def outcomes(k: int, n: int = 3000) -> list[tuple[int, ...]]:
+        engine = LLMEngine(model, Tokenizer(), EngineConfig(num_blocks=2400, block_size=4, max_model_len=32,
+                                                            max_num_seqs=256, num_speculative_tokens=k))
+        seqs = [engine.add_request(prompt, SamplingParams(temperature=1.0, max_tokens=4, seed=i)) for i in range(n)]
+        while engine.has_unfinished:
+            engine.step()
+        assert k == 0 or engine.speculation.accepted > engine.speculation.proposed / 5  # drafts were tested
+        return [tuple(s.output_token_ids) for s in seqs]
+
+    reference = LLMEngine(model, Tokenizer(), EngineConfig(num_blocks=64, block_size=4, max_model_len=32))
+    seq = reference.add_request([1], SamplingParams(temperature=0, max_tokens=6))
+    while reference.has_unfinished:
+        reference.step()
+    assert seq.output_token_ids == greedy
+
+    def p_value(a: list, b: list) -> float:
+        keys = sorted(set(a) | set(b))
+        table = [[a.count(key) for key in keys], [b.count(key) for key in keys]]
+        keep = [i for i in range(len(keys)) if table[0][i] + table[1][i] >= 5]  # chi-square needs counts
+        return chi2_contingency([[row[i] for i in keep] for row in table]).pvalue
+
+    plain, speculative = outcomes(0), outcomes(2)
+    same = p_value(plain, speculative)
+    print(f"chi-square p, plain vs speculative: {same:.3f}")
+    assert same > 0.001
+    from course_utils.serving import engine as engine_module
+
+    real_verify = engine_module.verify
+
+    def accept_everything(probs, drafts, draft_probs, generator, greedy):
+        emitted, _ = real_verify(probs[len(drafts):], [], None, generator, greedy)
+        return drafts + emitted, len(drafts)
+
+    engine_module.verify = accept_everything
+    try:
+        wrong = outcomes(2)
+    finally:
+        engine_module.verify = real_verify
+    print(f"chi-square p, plain vs every draft accepted: {p_value(plain, wrong):.2e}")
+    assert p_value(plain, wrong) < 0.001

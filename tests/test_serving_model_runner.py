@@ -1,5 +1,6 @@
 """The paged model runner: decode groups, and attention through block tables against a plain cache."""
 
+import pytest
 import torch
 
 from course_utils.architecture.transformer import KVCache, Llama, LlamaConfig
@@ -49,6 +50,35 @@ def test_paged_decode_matches_a_contiguous_cache_for_sequences_of_different_leng
         manager.append_slot(seq)
     paged = runner.run(seqs, manager, num_decode=len(seqs))  # one decode step, several groups
     for seq, logits in zip(seqs, paged, strict=True):
+        logits = logits[-1]  # (1, V): no drafts
         cache = KVCache(config, 1, len(seq))
         expected = model(torch.tensor([seq.token_ids]), cache)[0, -1]
         assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_the_step_profile_accounts_for_the_whole_step_and_finds_each_part():
+    from course_utils.serving.config import EngineConfig
+    from course_utils.serving.engine import LLMEngine
+    from course_utils.serving.sampling import SamplingParams
+    from course_utils.serving.step_profile import profile_steps
+
+    class Tokenizer:
+        eos_token_id = 0
+
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(map(str, ids))
+
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(vocab_size=50, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96))
+    model.init_weights()
+    engine = LLMEngine(model, Tokenizer(), EngineConfig(num_blocks=64, block_size=4, max_model_len=64, max_num_seqs=8))
+    for n in range(1, 9):
+        engine.add_request(list(range(1, n + 3)), SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+    engine.step()
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        profile_steps(engine, 0)
+    b = profile_steps(engine, 5)
+    assert b.steps == 5 and b.sequences == 8
+    assert b.weights_ms > 0 and b.attention_ms > 0 and b.elementwise_ms > 0  # each part is found
+    assert sum(b.shares().values()) == pytest.approx(1.0)
+    assert b.as_dict()["shares"].keys() == {"weights", "attention", "elementwise", "other"}

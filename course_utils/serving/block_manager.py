@@ -116,11 +116,7 @@ class BlockManager:
 
     def free(self, seq: Sequence) -> None:
         """Return a sequence's blocks (finished, aborted or preempted); shared blocks stay in use."""
-        for block_id in reversed(seq.block_table):
-            block = self.blocks[block_id]
-            block.ref_count -= 1
-            if block.ref_count == 0:
-                self.free_block_ids.append(block_id)  # keeps its hash: reusable until overwritten
+        self._release(seq.block_table)
         seq.block_table = []
         seq.num_cached_tokens = seq.num_computed_tokens = 0
 
@@ -131,21 +127,49 @@ class BlockManager:
     def append_slot(self, seq: Sequence) -> None:
         """Make room for the token just appended to ``seq`` (at position ``len(seq) - 1``).
 
-        Nothing to do while the last block has room. When the token starts a new block, the
-        block before it is full and all its keys and values are computed, so it is sealed
-        (hashed for prefix reuse), and a block is taken from the free list.
+        Every block before the one holding that token is full and all its keys and values are
+        computed, so any not yet sealed is sealed now (hashed for prefix reuse, in order, since
+        each hash chains the one before). A block is taken from the free list when the token
+        starts a new one.
         """
         position = len(seq) - 1
         i = position // self.block_size
+        if self.enable_prefix_caching:  # (without it nothing is ever sealed)
+            first_open = i
+            while first_open > 0 and self.blocks[seq.block_table[first_open - 1]].hash is None:
+                first_open -= 1
+            for j in range(first_open, i):
+                previous = self.blocks[seq.block_table[j - 1]].hash if j >= 1 else None
+                self._seal(self.blocks[seq.block_table[j]], seq.block_tokens(j, self.block_size), previous)
         if i < len(seq.block_table):
             return
         if not self.free_block_ids:
             raise RuntimeError(f"no free block for {seq.request_id}: call can_append first")
-        full = self.blocks[seq.block_table[i - 1]]
-        if full.hash is None:
-            previous = self.blocks[seq.block_table[i - 2]].hash if i >= 2 else None
-            self._seal(full, seq.block_tokens(i - 1, self.block_size), previous)
         seq.block_table.append(self._take_free_block().block_id)
+
+    def reserve(self, seq: Sequence, num_tokens: int) -> bool:
+        """Give ``seq`` slots for ``num_tokens`` tokens (speculative drafts beyond its own tokens) if
+        enough blocks are free; False, and nothing taken, if not. :meth:`trim` gives back what is unused."""
+        missing = -(-num_tokens // self.block_size) - len(seq.block_table)
+        if missing > self.num_free_blocks:
+            return False
+        for _ in range(max(0, missing)):
+            seq.block_table.append(self._take_free_block().block_id)
+        return True
+
+    def trim(self, seq: Sequence) -> None:
+        """Free the blocks past the one holding ``seq``'s last token (slots reserved for drafts
+        that were rejected: their keys and values are simply forgotten)."""
+        keep = seq.num_blocks(self.block_size)
+        self._release(seq.block_table[keep:])
+        del seq.block_table[keep:]
+
+    def _release(self, block_ids: list[int]) -> None:
+        for block_id in reversed(block_ids):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free_block_ids.append(block_id)  # keeps its hash: reusable until overwritten
 
     def slot(self, seq: Sequence, position: int) -> int:
         """Index of token ``position``'s slot in the flat pool of num_blocks * block_size slots."""

@@ -19,13 +19,15 @@ from course_utils.chat import find_stop
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.config import EngineConfig
 from course_utils.serving.model_runner import ModelRunner
-from course_utils.serving.sampling import SamplingParams, sample
+from course_utils.serving.sampling import SamplingParams, next_token_probs, sample
 from course_utils.serving.scheduler import Scheduler
 from course_utils.serving.sequence import Sequence
+from course_utils.serving.speculative import SpeculativeStats, ngram_draft, verify
 
 __all__ = ["EngineConfig", "LLMEngine"]
 
 logger = logging.getLogger(__name__)
+_NO_HISTORY = torch.empty(0, dtype=torch.long)
 
 
 class LLMEngine:
@@ -37,6 +39,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.manager, c.max_num_seqs, c.max_num_batched_tokens, c.enable_chunked_prefill)
         self.runner = ModelRunner(model, c.num_blocks, c.block_size, c.max_num_seqs)
         self.num_steps = 0  # forward passes run so far
+        self.speculation = SpeculativeStats()  # drafts proposed and accepted (num_speculative_tokens > 0)
         eos = tokenizer.eos_token_id
         self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [])
         self.requests: dict[str, Sequence] = {}
@@ -100,35 +103,86 @@ class LLMEngine:
         seqs, num_decode = self.scheduler.schedule()
         if not seqs:
             return []
+        if self.config.num_speculative_tokens:
+            seqs, num_decode = self._propose_drafts(seqs, num_decode)
         ran, failed = self._forward_isolating(seqs, num_decode)
         self.num_steps += 1
         now, changed = time.perf_counter(), []
         for seq in failed:
             self._end(seq, "error")
             changed.append(seq)
+        complete = []
         for seq, logits in ran:
+            if seq.draft_token_ids:
+                self._accept_drafts(seq, logits, now)
+                changed.append(seq)
+                continue
+            logits = logits[-1]
             before = seq.num_computed_tokens
             seq.num_computed_tokens += seq.num_new_tokens
             self.manager.mark_computed(seq, before)  # the blocks this step filled hold real KV now
-            if seq.num_computed_tokens < len(seq):
-                continue  # a prompt chunk: no token until the whole prompt is in the cache
-            try:
-                token = self._sample(seq, logits)
-            except Exception:
-                logger.exception("sampling failed for %s; ending it alone", seq.request_id)
+            if seq.num_computed_tokens == len(seq):  # else a prompt chunk: no token until the whole prompt is in
+                complete.append((seq, logits))
+        for (seq, _), token in zip(complete, self._sample_isolating(complete), strict=True):
+            if token is None:
                 self._end(seq, "error")
-                changed.append(seq)
-                continue
-            if seq.first_token_time is None:
-                seq.first_token_time = now
-            if reason := self._append(seq, token):
-                self._end(seq, reason)
+            else:
+                if seq.first_token_time is None:
+                    seq.first_token_time = now
+                if reason := self._append(seq, token):
+                    self._end(seq, reason)
             changed.append(seq)
         return changed
 
+    def _propose_drafts(self, seqs: list[Sequence], num_decode: int) -> tuple[list[Sequence], int]:
+        """Prompt-lookup drafts for the decoding sequences that can take them (see :meth:`_draft_room`);
+        a drafted sequence checks 1 + its drafts tokens this step, so it moves behind the plain decodes."""
+        plain, drafted = [], []
+        for seq in seqs[:num_decode]:
+            drafts = ngram_draft(seq.token_ids, room) if (room := self._draft_room(seq)) else []
+            if drafts and self.manager.reserve(seq, len(seq) + len(drafts)):
+                seq.draft_token_ids, seq.num_new_tokens = drafts, 1 + len(drafts)
+                drafted.append(seq)
+            else:
+                plain.append(seq)
+        return plain + drafted + seqs[num_decode:], len(plain)
+
+    def _draft_room(self, seq: Sequence) -> int:
+        """How many drafts ``seq`` may check: all of them and a bonus token must fit its max_tokens and
+        the context. None for a repetition penalty, whose distribution would change within the step."""
+        p = seq.params
+        if p.repetition_penalty != 1.0:
+            return 0
+        room = min(p.max_tokens - len(seq.output_token_ids), self.config.max_model_len - len(seq)) - 1
+        return max(0, min(self.config.num_speculative_tokens, room))
+
+    def _accept_drafts(self, seq: Sequence, logits: torch.Tensor, now: float) -> None:
+        """Keep the drafts the target agrees with (the exact rule of :func:`verify`) and the token after
+        them; the keys and values of the rejected ones are forgotten with the blocks they needed."""
+        drafts, seq.draft_token_ids = seq.draft_token_ids, []
+        try:
+            probs = torch.stack([next_token_probs(row, seq.params, _NO_HISTORY) for row in logits])
+            emitted, accepted = verify(probs, drafts, None, self._generators[seq.seq_id], seq.params.greedy)
+        except Exception:
+            logger.exception("checking the drafts failed for %s; ending it alone", seq.request_id)
+            self._end(seq, "error")
+            return
+        self.speculation.target_passes += 1
+        self.speculation.proposed += len(drafts)
+        self.speculation.accepted += accepted
+        self.speculation.emitted += len(emitted)
+        seq.num_computed_tokens += 1 + accepted  # the last token's and the accepted drafts' KV are right
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+        for token in emitted:
+            if reason := self._append(seq, token):
+                self._end(seq, reason)
+                return
+        self.manager.trim(seq)
+
     def _forward_isolating(self, seqs: list[Sequence], num_decode: int
                            ) -> tuple[list[tuple[Sequence, torch.Tensor]], list[Sequence]]:
-        """Each sequence with its (V,) logits, and the sequences whose forward pass fails.
+        """Each sequence with its (1 + drafts, V) logits, and the sequences whose forward pass fails.
 
         On an exception the batch is split in halves and each is run again, down to single
         sequences, so one request that breaks the model costs the others a few extra passes,
@@ -146,11 +200,35 @@ class LLMEngine:
         ran_b, failed_b = self._forward_isolating(seqs[half:], max(0, num_decode - half))
         return ran_a + ran_b, failed_a + failed_b
 
-    def _sample(self, seq: Sequence, logits: torch.Tensor) -> int:
-        """The next token of ``seq`` from its (V,) logits, with its own parameters and generator."""
-        # only the repetition penalty reads the history
-        seen = torch.tensor(seq.token_ids) if seq.params.repetition_penalty != 1.0 else torch.empty(0, dtype=torch.long)
-        return int(sample(logits[None], [seq.params], [seen], [self._generators[seq.seq_id]])[0])
+    def _sample_isolating(self, rows: list[tuple[Sequence, torch.Tensor]]) -> list[int | None]:
+        """The next token of each sequence from its (V,) logits (None where sampling fails), each with
+        its own parameters and generator: all rows in one call, row by row only after a failure."""
+        if not rows:
+            return []
+
+        def tokens(part: list[tuple[Sequence, torch.Tensor]]) -> list[int]:
+            # only the repetition penalty reads the history
+            seen = [torch.tensor(s.token_ids) if s.params.repetition_penalty != 1.0 else _NO_HISTORY for s, _ in part]
+            return sample(torch.stack([logits for _, logits in part]), [s.params for s, _ in part], seen,
+                          [self._generators[s.seq_id] for s, _ in part]).tolist()
+
+        generators = [g for s, _ in rows if (g := self._generators[s.seq_id]) is not None]
+        states, global_state = [g.get_state() for g in generators], torch.get_rng_state()
+        try:
+            return tokens(rows)
+        except Exception:
+            logger.exception("sampling failed for a step; sampling its rows one by one")
+        for g, state in zip(generators, states, strict=True):  # draws already made are taken back:
+            g.set_state(state)  # a seeded request's tokens do not depend on another's failure
+        torch.set_rng_state(global_state)
+        out = []
+        for row in rows:
+            try:
+                out += tokens([row])
+            except Exception:
+                logger.exception("sampling failed for %s; ending it alone", row[0].request_id)
+                out.append(None)
+        return out
 
     def _end(self, seq: Sequence, reason: str) -> None:
         self.scheduler.finish(seq, reason)
@@ -161,13 +239,16 @@ class LLMEngine:
         """Add one sampled token; the finish reason if the sequence is now done."""
         p = seq.params
         if token in p.stop_token_ids or (token in self.eos_token_ids and not p.ignore_eos):
-            return "stop"  # the stop token itself is not part of the output
+            seq.output_text = seq.text.finish(self.tokenizer, seq.output_token_ids)  # the stop token is not part of
+            return "stop"  # the output: what was held back of the text before it is all there is
         seq.output_token_ids.append(token)
-        text = self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True)
-        cut = find_stop(text, p.stop)
+        length = len(seq.output_token_ids) >= p.max_tokens or len(seq) >= self.config.max_model_len
+        searched = len(seq.text.text)
+        seq.text.update(self.tokenizer, seq.output_token_ids, final=length)
+        text = seq.text.text
+        # the text before held no stop string: only one that ends in the new piece can start late enough
+        cut = find_stop(text, p.stop, start=max(0, searched - max((len(s) for s in p.stop), default=0)))
         seq.output_text = text if cut is None else text[:cut]
         if cut is not None:
             return "stop"
-        if len(seq.output_token_ids) >= p.max_tokens or len(seq) >= self.config.max_model_len:
-            return "length"
-        return None
+        return "length" if length else None

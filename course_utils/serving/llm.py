@@ -72,8 +72,8 @@ class LLM:
 
     ``engine_args`` are :class:`~course_utils.serving.engine.EngineConfig`'s: ``num_blocks``,
     ``block_size``, ``max_num_seqs``, ``max_num_batched_tokens``, ``max_model_len``,
-    ``enable_prefix_caching``. For vLLM they pass through (``tensor_parallel_size``,
-    ``gpu_memory_utilization``, ...).
+    ``enable_prefix_caching``, ``enable_chunked_prefill``, ``num_speculative_tokens``. For vLLM
+    they pass through (``tensor_parallel_size``, ``gpu_memory_utilization``, ...).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, backend: str = "course", device: str = "cpu",

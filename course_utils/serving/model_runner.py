@@ -28,6 +28,7 @@ from course_utils.serving.sequence import Sequence
 
 __all__ = ["DecodeGroup", "ModelRunner", "PagedKVCache", "StepBatch"]
 
+ATTENTION_SCOPE = "paged_attention"  # the profiler label of the attention work (see step_profile)
 MAX_DECODE_GROUPS = 4  # more groups pad less, but each costs a gather and an attention call per layer
 MIN_GROUP_SIZE = 4  # fewer sequences than this share one group: a call per pair would cost more than padding
 
@@ -70,7 +71,9 @@ class StepBatch:
     ``num_new_tokens`` after its ``num_computed_tokens``); ``spans[i]`` is sequence i's
     (start, end) range within them; ``block_tables`` (S, max_blocks) lists each sequence's
     blocks (padded with block 0) and ``context_lens`` (S,) how many of their slots hold its
-    tokens, cached and new; ``last`` (S,) indexes each sequence's last new token. The first
+    tokens, cached and new; ``logits_at`` (R,) indexes the tokens whose next-token logits are
+    wanted: each sequence's last new token, and for a sequence checking speculative drafts also
+    the tokens before it, one per draft (``num_logits[i]`` of them for sequence i). The first
     ``num_decode`` sequences decode one token each, attending in ``groups``; the rest are prefills.
     """
 
@@ -80,7 +83,8 @@ class StepBatch:
     spans: list[tuple[int, int]]
     block_tables: torch.Tensor
     context_lens: torch.Tensor
-    last: torch.Tensor
+    logits_at: torch.Tensor
+    num_logits: list[int]
     num_decode: int
     groups: list[DecodeGroup]
 
@@ -91,17 +95,19 @@ class StepBatch:
             start = seq.num_computed_tokens
             new = range(start, start + seq.num_new_tokens)
             spans.append((len(ids), len(ids) + len(new)))
-            ids += seq.token_ids[new.start:new.stop]
+            ids += (seq.token_ids + seq.draft_token_ids)[new.start:new.stop]
             positions += list(new)
             slots += [manager.slot(seq, p) for p in new]
         width = max(len(seq.block_table) for seq in seqs)
         tables = [seq.block_table + [0] * (width - len(seq.block_table)) for seq in seqs]
         lens = [seq.num_computed_tokens + seq.num_new_tokens for seq in seqs]
-        ids, positions, slots, tables, lens, last = (
+        num_logits = [1 + len(seq.draft_token_ids) for seq in seqs]
+        logits_at = [i for (_, end), n in zip(spans, num_logits, strict=True) for i in range(end - n, end)]
+        ids, positions, slots, tables, lens, logits_at = (
             torch.tensor(x, dtype=torch.long, device=device)
-            for x in (ids, positions, slots, tables, lens, [end - 1 for _, end in spans]))
+            for x in (ids, positions, slots, tables, lens, logits_at))
         groups = decode_groups(seqs, num_decode, manager.block_size, device)
-        return cls(ids, positions, slots, spans, tables, lens, last, num_decode, groups)
+        return cls(ids, positions, slots, spans, tables, lens, logits_at, num_logits, num_decode, groups)
 
 
 class PagedKVCache:
@@ -131,6 +137,10 @@ class PagedKVCache:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention) -> torch.Tensor:
         """q (1, H, N, hd), k and v (1, H_kv, N, hd) for the packed tokens -> (1, H, N, hd)."""
+        with torch.profiler.record_function(ATTENTION_SCOPE):  # step_profile sorts its time as attention
+            return self._attend(layer, q, k, v, attention)
+
+    def _attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention) -> torch.Tensor:
         b = self.batch
         self.k[layer].index_copy_(0, b.slots, k[0].transpose(0, 1))  # (N, H_kv, hd) into their slots
         self.v[layer].index_copy_(0, b.slots, v[0].transpose(0, 1))
@@ -170,12 +180,14 @@ class ModelRunner:
         self.cache = PagedKVCache(model, num_blocks, block_size, device=self.device)
 
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence], manager: BlockManager, num_decode: int) -> torch.Tensor:
-        """Logits (S, V) at each of the S sequences' last new token (the first num_decode decode)."""
+    def run(self, seqs: list[Sequence], manager: BlockManager, num_decode: int) -> list[torch.Tensor]:
+        """Each of the S sequences' next-token logits, (1 + its number of drafts, V): at its last new
+        token, preceded by those at the tokens before each draft (the first num_decode decode)."""
         batch = StepBatch.build(seqs, manager, num_decode, self.device)
         self.cache.batch = batch
         try:
-            logits = self.forward_model(batch.ids[None], self.cache, positions=batch.positions, logits_at=batch.last)
+            logits = self.forward_model(batch.ids[None], self.cache, positions=batch.positions,
+                                        logits_at=batch.logits_at)
         finally:
             self.cache.batch = None
-        return logits[0].float()
+        return list(logits[0].float().split(batch.num_logits))

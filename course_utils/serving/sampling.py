@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["SEED_RANGE", "SamplingParams", "apply_repetition_penalty", "sample", "top_k_mask", "top_p_mask"]
+__all__ = ["SEED_RANGE", "SamplingParams", "apply_repetition_penalty", "next_token_probs", "sample", "top_k_mask",
+           "top_p_mask"]
 
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
@@ -123,16 +124,30 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], seen: Sequenc
     if not len(params) == len(seen) == len(generators) == logits.shape[0]:
         raise ValueError("need one SamplingParams, seen-ids tensor and generator per row of logits")
     out = torch.empty(logits.shape[0], dtype=torch.long)
+    plain_greedy = [i for i, sp in enumerate(params) if sp.greedy and sp.repetition_penalty == 1.0]
+    if plain_greedy:  # the common case, in one call: argmax needs no float64 and no per-row work
+        rows = torch.tensor(plain_greedy, device=logits.device)
+        out[rows.cpu()] = torch.nan_to_num(logits.index_select(0, rows)).argmax(-1).cpu()
+    skip = set(plain_greedy)
+    for i, sp in enumerate(params):
+        if i in skip:
+            continue
+        probs = next_token_probs(logits[i], sp, seen[i])
+        out[i] = int(torch.argmax(probs)) if sp.greedy else int(torch.multinomial(probs, 1, generator=generators[i]))
+    return out
+
+
+def next_token_probs(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor) -> torch.Tensor:
+    """(V,) float64: the distribution :func:`sample` draws one row's token from, given its (V,)
+    logits and the ids seen so far (one-hot on the argmax when greedy). Speculative decoding
+    checks drafts against this same distribution."""
     # float64, and logits shifted so the largest is 0 before dividing by the temperature: any
     # accepted temperature, top_p or penalty (1e-40, 5e-324, ...) then gives a valid distribution
     largest = torch.finfo(torch.float64).max
-    for i, (row, sp) in enumerate(zip(logits.double(), params, strict=True)):
-        row = apply_repetition_penalty(row, seen[i].to(row.device), sp.repetition_penalty)
-        row = torch.nan_to_num(row, posinf=largest, neginf=-largest)
-        if sp.greedy:
-            out[i] = int(torch.argmax(row))
-            continue
-        row = (row - row.max()) / sp.temperature  # <= 0; the most likely token is exactly 0
-        row = row.masked_fill(top_k_mask(row, sp.top_k) | top_p_mask(row, sp.top_p), float("-inf"))
-        out[i] = int(torch.multinomial(torch.softmax(row, dim=-1), 1, generator=generators[i]))
-    return out
+    row = apply_repetition_penalty(logits.double(), seen.to(logits.device), params.repetition_penalty)
+    row = torch.nan_to_num(row, posinf=largest, neginf=-largest)
+    if params.greedy:
+        return torch.nn.functional.one_hot(torch.argmax(row), row.numel()).double()
+    row = (row - row.max()) / params.temperature  # <= 0; the most likely token is exactly 0
+    row = row.masked_fill(top_k_mask(row, params.top_k) | top_p_mask(row, params.top_p), float("-inf"))
+    return torch.softmax(row, dim=-1)

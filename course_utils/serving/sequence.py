@@ -7,6 +7,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from course_utils.serving.detokenizer import IncrementalText
 from course_utils.serving.sampling import SamplingParams
 
 __all__ = ["Sequence", "SequenceStatus"]
@@ -39,11 +40,13 @@ class Sequence:
     seq_id: int = field(default_factory=lambda: next(_ids))
     output_token_ids: list[int] = field(default_factory=list)
     output_text: str = ""  # the decoded output, cut before a stop string if one appeared
+    text: IncrementalText = field(default_factory=IncrementalText, repr=False)  # the output's text so far
     status: SequenceStatus = SequenceStatus.WAITING
     block_table: list[int] = field(default_factory=list)
     num_cached_tokens: int = 0
     num_computed_tokens: int = 0  # tokens whose keys and values are in the cache
     num_new_tokens: int = 0  # tokens the current step computes (set by the scheduler)
+    draft_token_ids: list[int] = field(default_factory=list)  # speculative guesses checked this step
     finish_reason: str | None = None  # "stop", "length", "abort" or "error"
     arrival_time: float = field(default_factory=time.perf_counter)
     first_token_time: float | None = None
