@@ -300,15 +300,15 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
         if isinstance(params, JSONResponse):
             return params
         try:
-            request_id, queue = engine.add(prompt_ids, params)
+            request_id, updates = engine.add(prompt_ids, params)
         except ValueError as err:
             return _error(400, str(err), param="prompt")
         created = int(time.time())
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            events = _sse(engine.stream(request_id, queue), request_id, created, model_name, chat, params, usage)
+            events = _sse(engine.stream(request_id, updates), request_id, created, model_name, chat, params, usage)
             return StreamingResponse(events, media_type="text/event-stream")
-        final, outputs = None, engine.stream(request_id, queue)
+        final, outputs = None, engine.stream(request_id, updates)
         try:
             async for out in outputs:
                 final = out
