@@ -349,3 +349,17 @@ def test_speculative_sampling_draws_from_the_targets_distribution():
         engine_module.verify = real_verify
     print(f"chi-square p, plain vs every draft accepted: {p_value(plain, wrong):.2e}")
     assert p_value(plain, wrong) < 0.001
+
+
+def test_a_reply_that_ends_on_end_of_text_keeps_its_whole_text(smollm2):
+    """The text held back for a character's missing bytes is flushed on every kind of ending."""
+    engine = _fresh_engine(smollm2, num_blocks=64, block_size=8, max_model_len=256)
+    tokenizer = smollm2[1]
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Say hi."}], tokenize=False,
+                                           add_generation_prompt=True)
+    seq = engine.add_request(tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                             SamplingParams(temperature=0, max_tokens=100))
+    while engine.has_unfinished:
+        engine.step()
+    assert seq.finish_reason == "stop" and seq.output_token_ids  # ended on end-of-text, after some tokens
+    assert seq.output_text == tokenizer.decode(seq.output_token_ids, skip_special_tokens=True) != ""

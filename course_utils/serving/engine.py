@@ -127,12 +127,19 @@ class LLMEngine:
             if token is None:
                 self._end(seq, "error")
             else:
-                if seq.first_token_time is None:
-                    seq.first_token_time = now
-                if reason := self._append(seq, token):
-                    self._end(seq, reason)
+                self._emit(seq, [token], now)
             changed.append(seq)
         return changed
+
+    def _emit(self, seq: Sequence, tokens: list[int], now: float) -> bool:
+        """Append ``tokens`` to ``seq`` until it finishes (then it is ended); whether it is still running."""
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+        for token in tokens:
+            if reason := self._append(seq, token):
+                self._end(seq, reason)
+                return False
+        return True
 
     def _propose_drafts(self, seqs: list[Sequence], num_decode: int) -> tuple[list[Sequence], int]:
         """Prompt-lookup drafts for the decoding sequences that can take them (see :meth:`_draft_room`);
@@ -149,7 +156,7 @@ class LLMEngine:
 
     def _draft_room(self, seq: Sequence) -> int:
         """How many drafts ``seq`` may check: all of them and a bonus token must fit its max_tokens and
-        the context. None for a repetition penalty, whose distribution would change within the step."""
+        the context. 0 with a repetition penalty, whose distribution would change within the step."""
         p = seq.params
         if p.repetition_penalty != 1.0:
             return 0
@@ -172,13 +179,8 @@ class LLMEngine:
         self.speculation.accepted += accepted
         self.speculation.emitted += len(emitted)
         seq.num_computed_tokens += 1 + accepted  # the last token's and the accepted drafts' KV are right
-        if seq.first_token_time is None:
-            seq.first_token_time = now
-        for token in emitted:
-            if reason := self._append(seq, token):
-                self._end(seq, reason)
-                return
-        self.manager.trim(seq)
+        if self._emit(seq, emitted, now):
+            self.manager.trim(seq)
 
     def _forward_isolating(self, seqs: list[Sequence], num_decode: int
                            ) -> tuple[list[tuple[Sequence, torch.Tensor]], list[Sequence]]:
@@ -239,16 +241,22 @@ class LLMEngine:
         """Add one sampled token; the finish reason if the sequence is now done."""
         p = seq.params
         if token in p.stop_token_ids or (token in self.eos_token_ids and not p.ignore_eos):
-            seq.output_text = seq.text.finish(self.tokenizer, seq.output_token_ids)  # the stop token is not part of
-            return "stop"  # the output: what was held back of the text before it is all there is
+            self._update_text(seq, final=True)  # the stop token is not part of the output
+            return "stop"
         seq.output_token_ids.append(token)
         length = len(seq.output_token_ids) >= p.max_tokens or len(seq) >= self.config.max_model_len
-        searched = len(seq.text.text)
-        seq.text.update(self.tokenizer, seq.output_token_ids, final=length)
-        text = seq.text.text
-        # the text before held no stop string: only one that ends in the new piece can start late enough
-        cut = find_stop(text, p.stop, start=max(0, searched - max((len(s) for s in p.stop), default=0)))
-        seq.output_text = text if cut is None else text[:cut]
-        if cut is not None:
+        if self._update_text(seq, final=length):
             return "stop"
         return "length" if length else None
+
+    def _update_text(self, seq: Sequence, final: bool) -> bool:
+        """Bring ``seq.output_text`` up to its tokens (all of them if ``final``), cut before the first
+        stop string; whether one appeared."""
+        stops = seq.params.stop
+        searched = len(seq.text.text)
+        seq.text.update(self.tokenizer, seq.output_token_ids, final=final)
+        text = seq.text.text
+        # the text before held no stop string: only one that ends in the new piece can start late enough
+        cut = find_stop(text, stops, start=max(0, searched - max((len(s) for s in stops), default=0)))
+        seq.output_text = text if cut is None else text[:cut]
+        return cut is not None
