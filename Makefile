@@ -19,12 +19,21 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 setup: $(STAMP)
 
-# Reinstall only when the dependency declarations change.
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+# Reinstall only when the dependency declarations change. torch first, in the build this machine
+# needs (CPU on Linux without an NVIDIA driver; TORCH_VARIANT=cpu|cuda|auto overrides): see
+# tools/install_torch.py. constraints.txt pins torch without a build label, so it fits both.
+$(STAMP): pyproject.toml constraints.txt tools/install_torch.py
+	@test -x $(PY) || { echo "setup: creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV) || { \
+		echo "error: could not create a virtual environment; on Debian/Ubuntu: sudo apt install python3-venv"; exit 1; }; }
+	@echo "setup: upgrading pip"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) tools/install_torch.py
+	@echo "setup: installing the course and its pinned dependencies (a few minutes the first time)"
+	@set -o pipefail; $(PY) -m pip install --progress-bar on -c constraints.txt -e '.[dev]' \
+		| { grep -v '^Requirement already satisfied' || true; }
+	@$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" > /dev/null
 	@touch $@
+	@echo "setup: done"
 
 assets: setup
 	$(VENV)/bin/llm-course fetch
@@ -33,18 +42,18 @@ run: assets
 	$(VENV)/bin/llm-course run
 
 lint: setup
-	$(VENV)/bin/ruff check course_utils tests benchmarks
+	$(VENV)/bin/ruff check course_utils tests benchmarks tools
 
 test: assets
 	@start=$$(date +%s); status=0; \
-	$(VENV)/bin/ruff check course_utils tests benchmarks || status=$$?; \
+	$(VENV)/bin/ruff check course_utils tests benchmarks tools || status=$$?; \
 	[ $$status -ne 0 ] || $(VENV)/bin/pytest -n $(JOBS) --timeout 900 --durations=30 tests || status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start ))s, exit $$status"; exit $$status
 
 # The developer's loop: lint and every test that does not execute a whole notebook or lab.
 test-fast: assets
 	@start=$$(date +%s); status=0; \
-	$(VENV)/bin/ruff check course_utils tests benchmarks || status=$$?; \
+	$(VENV)/bin/ruff check course_utils tests benchmarks tools || status=$$?; \
 	[ $$status -ne 0 ] || $(VENV)/bin/pytest -n $(JOBS) -m "not notebook" --timeout 300 --durations=10 tests \
 		|| status=$$?; \
 	echo "make test-fast: $$(( $$(date +%s) - start ))s, exit $$status"; exit $$status
@@ -55,7 +64,8 @@ lab: assets
 bench: assets
 	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-# Refresh the pins after a deliberate upgrade (then run make test before committing).
+# Refresh the pins after a deliberate upgrade (then run make test before committing). The +cpu label
+# is stripped: the build is chosen by tools/install_torch.py on each machine, not by the pins.
 constraints: setup
 	$(PY) -m pip freeze --exclude-editable | grep -v '^llm-course' | sed 's/+cpu$$//' > constraints.txt
 
