@@ -12,6 +12,7 @@ too) must print exactly what the committed notebook shows:
 from __future__ import annotations
 
 import ast
+import html
 import json
 import re
 import time
@@ -28,9 +29,16 @@ __all__ = [
     "execute_notebook",
     "lint_notebook",
     "run_notebooks",
+    "settle_progress_widgets",
+    "KERNELSPEC",
 ]
 
 REQUIRED_PARAMETERS = ("QUICK", "MODEL", "SEED", "DEVICE")
+# The one kernel every course notebook names: ipykernel's own, which make setup installs in .venv
+# under this display name. A notebook naming anything else is rewritten by JupyterLab on opening.
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 MAX_OUTPUT_BYTES = 500_000  # one cell output (a plot PNG is ~50-150 KB)
 MAX_NOTEBOOK_BYTES = 3_000_000  # the whole committed file
 # Paths that only exist on the machine of whoever executed the notebook.
@@ -110,8 +118,14 @@ def lint_notebook(path: str | Path) -> list[str]:
         problems.append(f"{name}: cells were not executed top to bottom in one run (execution counts {counts})")
     if not any(c.get("outputs") for c in code):
         problems.append(f"{name}: no cell has outputs; commit the notebook executed")
+    if nb.get("metadata", {}).get("kernelspec") != KERNELSPEC:
+        problems.append(f"{name}: kernelspec {nb.get('metadata', {}).get('kernelspec')!r} is not the course's "
+                        f"{KERNELSPEC!r} (JupyterLab would change it on opening)")
     for index, cell in enumerate(nb.get("cells", [])):
         for output in cell.get("outputs", []):
+            if _WIDGET_VIEW in output.get("data", {}):
+                problems.append(f"{name}: cell {index} keeps a widget output, which reads as a frozen "
+                                f"{_joined(output['data'].get('text/plain', ''))[:40]!r} outside a live kernel")
             size = len(json.dumps(output))
             if size > MAX_OUTPUT_BYTES:
                 problems.append(f"{name}: cell {index} has an output of {size:,} bytes (limit {MAX_OUTPUT_BYTES:,})")
@@ -206,7 +220,8 @@ def execute_notebook(
     try:
         nb = papermill.execute_notebook(
             str(path), str(output_path), parameters=parameters or {}, cwd=str(path.parent.resolve()),
-            execution_timeout=cell_timeout, progress_bar=progress_bar, kernel_name="python3",
+            execution_timeout=cell_timeout, progress_bar=progress_bar,
+            kernel_name=KERNELSPEC["name"],
         )
     except PapermillExecutionError as err:
         raise NotebookExecutionError(
@@ -215,8 +230,46 @@ def execute_notebook(
     except Exception as err:  # kernel death, timeout, bad JSON: all are a failed run
         raise NotebookExecutionError(f"{path.name}: {type(err).__name__}: {str(err)[:500]}") from None
     _check_completed(nb, path.name)
-    _forget_absolute_paths(output_path, path)
+    _tidy_executed(output_path, path)
     return output_path
+
+
+def _progress_line(model_id: str, models: dict[str, Any]) -> str | None:
+    """The finished text of a tqdm notebook bar (an HBox of label, progress, stats), or None."""
+    box = models.get(model_id, {}).get("state", {})
+    parts = [models.get(child.removeprefix("IPY_MODEL_"), {}).get("state", {}) for child in box.get("children", [])]
+    if len(parts) != 3 or parts[1].get("max") is None:
+        return None
+    label, stats = (html.unescape(p.get("value", "")).replace("\u2007", " ") for p in (parts[0], parts[2]))
+    done = min(1.0, float(parts[1].get("value") or 0) / (float(parts[1]["max"]) or 1.0))
+    return f"{label}|{'█' * round(10 * done):<10}|{stats}\n"
+
+
+def settle_progress_widgets(nb: dict[str, Any]) -> int:
+    """Replace each progress-bar widget output by the line it finished on; return how many were replaced.
+
+    An executed notebook keeps a widget's text fallback from the moment it was created ("0% 0/6"),
+    which is what GitHub and a kernel-less JupyterLab show. The widget state saved at the end of the
+    run holds the final values: they become a plain stderr line, as tqdm writes in a terminal. A widget
+    whose state is missing is dropped rather than shown frozen. The saved state is then removed.
+    """
+    models = nb.get("metadata", {}).get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+    replaced = 0
+    for cell in nb.get("cells", []):
+        outputs = []
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(_WIDGET_VIEW)
+            if view is None:
+                outputs.append(output)
+                continue
+            replaced += 1
+            line = _progress_line(view.get("model_id", ""), models)
+            if line is not None:
+                outputs.append({"name": "stderr", "output_type": "stream", "text": line})
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+    nb.get("metadata", {}).pop("widgets", None)
+    return replaced
 
 
 def _shown_path(path: Path) -> str:
@@ -227,13 +280,15 @@ def _shown_path(path: Path) -> str:
         return path.name
 
 
-def _forget_absolute_paths(output_path: Path, input_path: Path) -> None:
-    """papermill records where it read and wrote; keep those relative, so no machine's folders are committed."""
+def _tidy_executed(output_path: Path, input_path: Path) -> None:
+    """Make an executed copy fit to commit: progress bars as their final lines, and the paths papermill
+    records relative, so no machine's folders are committed."""
     nb = json.loads(output_path.read_text())
+    settle_progress_widgets(nb)
     record = nb.get("metadata", {}).get("papermill", {})
     if record:
         record["input_path"], record["output_path"] = _shown_path(input_path), _shown_path(output_path)
-        output_path.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
+    output_path.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")
 
 
 def run_notebooks(

@@ -1,13 +1,21 @@
 """Every chapter notebook and lab solution runs top to bottom in QUICK mode and obeys the contract."""
 
 import json
+import re
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from course_utils.notebooks import NotebookExecutionError, changed_outputs, execute_notebook, lint_notebook
+from course_utils.notebooks import (
+    KERNELSPEC,
+    NotebookExecutionError,
+    changed_outputs,
+    execute_notebook,
+    lint_notebook,
+    settle_progress_widgets,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -131,3 +139,76 @@ def test_cell_error_names_the_cell(tmp_path):
     path = _notebook(tmp_path, PARAMS, "1 / 0")
     with pytest.raises(NotebookExecutionError, match="cell 1 failed with ZeroDivisionError"):
         execute_notebook(path, tmp_path / "out.ipynb")
+
+
+EVERY_NOTEBOOK = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("solutions/*.ipynb")) + sorted(
+    ROOT.glob("labs/*.ipynb"))
+
+
+def test_every_committed_notebook_names_the_kernel_set_up_installs():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    installed = KernelSpecManager().get_kernel_spec(KERNELSPEC["name"])
+    assert (installed.display_name, installed.language) == (KERNELSPEC["display_name"], KERNELSPEC["language"])
+    assert f'--name {KERNELSPEC["name"]} --display-name "{KERNELSPEC["display_name"]}"' in (
+        ROOT / "Makefile").read_text()
+    wrong = {p.relative_to(ROOT).as_posix(): json.loads(p.read_text())["metadata"].get("kernelspec")
+             for p in EVERY_NOTEBOOK if json.loads(p.read_text())["metadata"].get("kernelspec") != KERNELSPEC}
+    assert len(EVERY_NOTEBOOK) >= 24 and wrong == {}
+
+
+def test_no_committed_output_is_a_frozen_progress_widget():
+    zero = re.compile(r"(?<!\d)0%\|")
+    frozen = [f"{p.name} cell {i}" for p in EVERY_NOTEBOOK for i, cell in enumerate(json.loads(p.read_text())["cells"])
+              for out in cell.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in out.get("data", {})
+              or zero.search("".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", "")))]
+    assert frozen == []
+
+
+def _widget_notebook(value, maximum):
+    """A cell whose output is a tqdm.notebook bar, with the widget state a finished run saves."""
+    state = {
+        "box": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}},
+        "l": {"model_name": "HTMLModel", "state": {"value": "steps:\u2007100%"}},
+        "p": {"model_name": "FloatProgressModel", "state": {"value": value, "max": maximum}},
+        "r": {"model_name": "HTMLModel", "state": {"value": "\u20076/6\u2007[00:17&lt;00:00]"}},
+    }
+    view = {"model_id": "box", "version_major": 2, "version_minor": 0}
+    outputs = [{"output_type": "display_data", "metadata": {},
+                "data": {"application/vnd.jupyter.widget-view+json": view, "text/plain": "steps:   0%|  | 0/6"}},
+               {"output_type": "stream", "name": "stdout", "text": "done\n"},
+               {"output_type": "display_data", "metadata": {},
+                "data": {"application/vnd.jupyter.widget-view+json": {"model_id": "gone"}, "text/plain": "0%"}}]
+    return {"cells": [{"cell_type": "code", "outputs": outputs, "source": "", "metadata": {}}],
+            "metadata": {"widgets": {"application/vnd.jupyter.widget-state+json": {"state": state}}}}
+
+
+def test_a_finished_progress_widget_becomes_its_final_line():
+    nb = _widget_notebook(6.0, 6.0)
+    assert settle_progress_widgets(nb) == 2
+    outputs = nb["cells"][0]["outputs"]
+    assert outputs[0] == {"name": "stderr", "output_type": "stream", "text": "steps: 100%|██████████| 6/6 [00:17<00:00]\n"}
+    assert outputs[1]["text"] == "done\n" and len(outputs) == 2  # the stateless widget is dropped, not shown frozen
+    assert "widgets" not in nb["metadata"]
+    half = _widget_notebook(3.0, 6.0)
+    settle_progress_widgets(half)
+    assert "|█████     |" in half["cells"][0]["outputs"][0]["text"]
+
+
+def test_lint_flags_a_foreign_kernelspec_and_a_widget_output(tmp_path):
+    path = _notebook(tmp_path, PARAMS)
+    nb = json.loads(path.read_text())
+    nb["metadata"]["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb["cells"][0]["execution_count"] = 1
+    nb["cells"][0]["outputs"] = _widget_notebook(1.0, 6.0)["cells"][0]["outputs"][:1]
+    path.write_text(json.dumps(nb))
+    problems = lint_notebook(path)
+    assert any("kernelspec" in p for p in problems)
+    assert any("cell 0 keeps a widget output" in p for p in problems)
+
+
+def test_an_executed_copy_shows_finished_progress_bars(tmp_path):
+    path = _notebook(tmp_path, PARAMS, "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='work'):\n    pass")
+    out = execute_notebook(path, tmp_path / "out.ipynb")
+    outputs = json.loads(out.read_text())["cells"][-1]["outputs"]
+    assert len(outputs) == 1 and outputs[0]["text"].startswith("work: 100%|██████████| 3/3 [")
