@@ -187,7 +187,8 @@ def test_a_finished_progress_widget_becomes_its_final_line():
     nb = _widget_notebook(6.0, 6.0)
     assert settle_progress_widgets(nb) == 2
     outputs = nb["cells"][0]["outputs"]
-    assert outputs[0] == {"name": "stderr", "output_type": "stream", "text": "steps: 100%|██████████| 6/6 [00:17<00:00]\n"}
+    line = "steps: 100%|██████████| 6/6 [00:17<00:00]\n"
+    assert outputs[0] == {"name": "stderr", "output_type": "stream", "text": line}
     assert outputs[1]["text"] == "done\n" and len(outputs) == 2  # the stateless widget is dropped, not shown frozen
     assert "widgets" not in nb["metadata"]
     half = _widget_notebook(3.0, 6.0)
