@@ -7,6 +7,11 @@
     llm-course assign [--check]              write labs/ (student versions) from solutions/
     llm-course grade SUBMISSION... --lab NAME --out DIR [--jobs N] [--force]
     llm-course export gradescope --lab NAME [--out ZIP]   Gradescope autograder zip
+    llm-course serve [--model M] [--port P]  OpenAI-compatible server on the course engine
+    llm-course bench [--base-url URL]        load-test a server
+
+A failure prints one line saying what went wrong and what to do; ``--debug`` (or
+``LLM_COURSE_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -127,9 +132,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
+    """JupyterLab on the course folder, offline; every argument after ``lab`` goes to Jupyter."""
     root = _repo_root()
     cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={root}", *args.jupyter_args]
     return subprocess.call(cmd, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("llm-course")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e . in the course folder)"
 
 
 def _cmd_assign(args: argparse.Namespace) -> int:
@@ -251,6 +266,9 @@ def _plot_bench(result: dict, path: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-course", description="The LLM course's command line.")
+    parser.add_argument("--version", action="version", version=f"llm-course {_version()}")
+    parser.add_argument("--debug", action="store_true", default=_debug_from_env(),
+                        help="show the traceback of a failure (also LLM_COURSE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fetch", help="fetch and verify the offline assets (idempotent)")
@@ -269,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell-timeout", type=int, default=600, help="seconds one cell may run (default 600)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("lab", help="start JupyterLab in the course folder (offline)")
-    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    p = sub.add_parser("lab", help="start JupyterLab in the course folder (offline); other options go to Jupyter",
+                       add_help=False)
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER,
+                   help="passed on to jupyter lab, e.g. --no-browser --port 8890 --ip 0.0.0.0")
     p.set_defaults(func=_cmd_lab)
 
     p = sub.add_parser("assign", help="generate the student labs/ from solutions/")
@@ -295,11 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     _limit_flags(p)
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API (course engine)")
+    p = sub.add_parser("serve", help="serve a model behind an OpenAI-compatible API (course engine)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL, help="embedded model name or local folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     engine = EngineConfig()
     p.add_argument("--num-blocks", type=int, default=engine.num_blocks, help="KV-cache blocks in the pool")
     p.add_argument("--block-size", type=int, default=engine.block_size, help="tokens per KV block")
@@ -313,10 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompt-lookup drafts checked per decode step (0: off)")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("bench", help="load-test an OpenAI-compatible server (ours or vLLM's)")
+    p = sub.add_parser("bench", help="load-test an OpenAI-compatible server (ours or vLLM's)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="the server's /v1 address")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model name the server knows")
-    p.add_argument("--num-prompts", type=int, default=64)
+    p.add_argument("--num-prompts", type=int, default=64, help="requests sent")
     p.add_argument("--output-len", type=int, default=64, help="tokens generated per request")
     p.add_argument("--request-rate", default="inf", help="requests per second (Poisson), or inf for all at once")
     p.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at most")
@@ -326,12 +348,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug_from_env() -> bool:
+    return os.environ.get("LLM_COURSE_DEBUG", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _split_lab_arguments(argv: list[str]) -> list[str]:
+    """Keep ``lab``'s arguments away from argparse, which would refuse options it does not know."""
+    index = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if index is None or argv[index] != "lab":
+        return argv
+    return [*argv[: index + 1], "--", *argv[index + 1:]] if argv[index + 1:] else argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_split_lab_arguments(argv))
+    if args.command == "lab" and args.jupyter_args[:1] == ["--"]:
+        args.jupyter_args = args.jupyter_args[1:]
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as err:  # our errors carry the fix in their message
-        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line a person can act on; the traceback only when asked for
+        if args.debug:
+            raise
+        known = isinstance(err, (ValueError, RuntimeError, OSError))  # ours carry the fix in their message
+        text = " ".join(str(err).split()) if known else f"{type(err).__name__}: {' '.join(str(err).split())}"
+        print(f"error: {text}" + ("" if known else " (this looks like a bug: run again with --debug and report "
+                                  "the traceback)"), file=sys.stderr)
         return 1
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,10 @@ def convert_gguf(name: str, force: bool = False) -> Path:
     if not force and _conversion_is_valid(name, folder):
         return folder
     gguf = assets.asset_path(name)  # raises with the fetch command if missing or tampered
+    why = ("asked to redo it" if force else "first use" if not folder.exists()
+           else "the cached copy is incomplete or failed its sha256 check")
+    print(f"converting {name} from GGUF to a Hugging Face folder in {folder} ({why}; about half a minute on two "
+          "cores, once)", file=sys.stderr, flush=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # transformers refuses to save a model that still carries its GGUF quantization config, so
@@ -157,7 +162,10 @@ def _is_hub_id(name: str) -> bool:
 
 
 def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+    """Offline mode as the hub library sees it (it reads HF_HUB_OFFLINE once, at import) or as set now."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
 def _source_for(name_or_path: str | os.PathLike) -> tuple[str, dict]:
@@ -191,15 +199,44 @@ def _source_for(name_or_path: str | os.PathLike) -> tuple[str, dict]:
     )
 
 
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from, outermost first (cycles cut)."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain and len(chain) < 20:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def hub_failure_reason(err: BaseException) -> str:
+    """Why loading from the Hub failed, in words: offline flag, no network, gated, not found."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    chain = _causes(err)
+    if any(isinstance(e, GatedRepoError) for e in chain):
+        return "the model is gated: accept its licence on its Hub page, then run `hf auth login`"
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return "the Hub has no model by that name (check the spelling), or it is private"
+    if any(isinstance(e, RevisionNotFoundError) for e in chain):
+        return "the Hub has that model but not the requested revision"
+    if _hub_offline() or any(isinstance(e, OfflineModeIsEnabled) for e in chain):
+        return "HF_HUB_OFFLINE=1 is set (the course works offline) and the model is not in the local cache"
+    if any(isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in {"ConnectError", "ConnectTimeout",
+                                                                                  "gaierror"} for e in chain):
+        return "the Hub cannot be reached from this machine (no network) and the model is not in the local cache"
+    return f"the Hub did not provide it ({type(err).__name__})"
+
+
 def _hub_hint(model_id: str, err: Exception) -> ModelNotAvailableError:
-    why = "HF_HUB_OFFLINE=1 is set" if _hub_offline() else "the Hub could not be reached"
+    local = f"./models/{model_id.split('/')[-1]}"
     return ModelNotAvailableError(
-        f"Could not load {model_id!r}: {why} and it is not in the local Hugging Face cache.\n"
-        f"To get the weights, on a machine with network access run:\n"
-        f"    hf download {model_id} --local-dir ./models/{model_id.split('/')[-1]}\n"
-        "(gated models such as Llama need `hf auth login` and an accepted licence first), then "
-        f"pass that folder: load_model('./models/{model_id.split('/')[-1]}').\n"
-        f"Underlying error: {type(err).__name__}: {str(err)[:300]}"
+        f"Could not load {model_id!r}: {hub_failure_reason(err)}. To use it offline, on a machine with network "
+        f"run `hf download {model_id} --local-dir {local}` and pass that folder: load_model({local!r})."
     )
 
 

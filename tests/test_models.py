@@ -125,3 +125,58 @@ if __name__ == "__main__" and "--write-fingerprint" in sys.argv:
     # Regenerate only after a deliberate change of the embedded model or its conversion.
     FINGERPRINT.write_text(json.dumps(fingerprint(*models.load_model(device="cpu")), indent=1) + "\n")
     print(f"wrote {FINGERPRINT}")
+
+
+def _raised_from(outer: Exception, inner: BaseException) -> Exception:
+    try:
+        try:
+            raise inner
+        except BaseException as err:
+            raise outer from err
+    except Exception as caught:
+        return caught
+
+
+@pytest.mark.parametrize(("inner", "offline", "says"), [
+    ("gated", False, "gated: accept its licence"),
+    ("missing", False, "no model by that name"),
+    ("network", False, "cannot be reached from this machine (no network)"),
+    ("network", True, "HF_HUB_OFFLINE=1 is set"),
+])
+def test_a_hub_failure_says_why(inner, offline, says, monkeypatch):
+    import socket
+
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    from course_utils.models import hub_failure_reason
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", offline)
+    cause = {"gated": GatedRepoError.__new__(GatedRepoError),
+             "missing": RepositoryNotFoundError.__new__(RepositoryNotFoundError),
+             "network": socket.gaierror(-2, "Name or service not known")}[inner]
+    assert says in hub_failure_reason(_raised_from(OSError("transformers' wrapper"), cause))
+
+
+def test_a_hub_id_fails_in_one_line_naming_the_cause():
+    from course_utils.models import ModelNotAvailableError, load_tokenizer
+
+    with pytest.raises(ModelNotAvailableError) as caught:  # the tests run with HF_HUB_OFFLINE=1
+        load_tokenizer("someone/no-such-model-for-the-course")
+    message = str(caught.value)
+    assert "\n" not in message and "hf download someone/no-such-model-for-the-course" in message
+    assert "HF_HUB_OFFLINE=1 is set" in message
+
+
+def test_a_hub_id_with_no_network_says_no_network():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "HF_HUB_ETAG_TIMEOUT": "2",
+           "HF_HUB_DOWNLOAD_TIMEOUT": "2"}  # every request goes to a closed port on this machine
+    code = "from course_utils.models import load_tokenizer\nload_tokenizer('someone/no-such-model-for-the-course')"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "cannot be reached from this machine (no network)" in run.stderr.strip().splitlines()[-1]

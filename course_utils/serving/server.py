@@ -43,7 +43,7 @@ from course_utils.serving.sampling import SamplingParams
 from course_utils.serving.sequence import Sequence, SequenceStatus
 
 __all__ = ["BODY_TIMEOUT_S", "MAX_STOP_CHARS", "MAX_STOP_STRINGS", "AsyncEngine", "BodyLimits", "background_server",
-           "create_app", "serve"]
+           "bind_socket", "create_app", "serve"]
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit on `stop`
 MAX_STOP_CHARS = 256  # each stop string is searched for in the whole reply at every token
@@ -429,6 +429,27 @@ def background_server(engine: LLMEngine, model_name: str, port: int | None = Non
         async_engine.shutdown()
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on (host, port); ValueError in one line when the port is taken.
+
+    Bound before the model loads, so a busy port is reported at once, not after a minute of loading.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise ValueError(f"cannot resolve the host {host!r} ({err.strerror}); use an address like 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}): another server may be using it; "
+                         "stop it or choose another port with --port N") from None
+    return sock
+
+
 def serve(model: str = DEFAULT_MODEL, host: str = "127.0.0.1", port: int = 8000,
           device: str = "cpu", **engine_args) -> None:
     """Load ``model`` and serve it until interrupted (``llm-course serve``)."""
@@ -436,8 +457,13 @@ def serve(model: str = DEFAULT_MODEL, host: str = "127.0.0.1", port: int = 8000,
 
     from course_utils.serving.llm import LLM
 
-    engine = AsyncEngine(LLM(model, device=device, **engine_args).engine)
+    sock = bind_socket(host, port)
     try:
-        uvicorn.run(create_app(engine, model), host=host, port=port, log_level="info")
+        engine = AsyncEngine(LLM(model, device=device, **engine_args).engine)
+        try:
+            server = uvicorn.Server(uvicorn.Config(create_app(engine, model), log_level="info"))
+            server.run(sockets=[sock])
+        finally:
+            engine.shutdown()
     finally:
-        engine.shutdown()
+        sock.close()
