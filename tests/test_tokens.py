@@ -125,3 +125,35 @@ def test_a_broken_price_file_gets_a_clear_error(tmp_path):
     bad.write_text(header)
     with pytest.raises(ValueError, match="no price rows"):
         tokens.load_prices(bad)
+
+
+def test_plain_tiktoken_calls_work_offline_once_set_up_has_run(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from course_utils.cli import main
+
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}  # any download would fail at once
+    code = ("import tiktoken\n"
+            "print(len(tiktoken.get_encoding('cl100k_base').encode('hello world')),"
+            " tiktoken.encoding_for_model('gpt-4').name)")
+    before = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert before.returncode != 0  # what a learner saw before: tiktoken tries to download its table
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", env["TIKTOKEN_CACHE_DIR"])
+    assert main(["fetch", "cl100k_base"]) == 0  # what make setup runs
+    after = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0, after.stderr[-500:]
+    assert after.stdout.split() == ["2", "cl100k_base"]
+
+
+def test_a_corrupt_seed_is_replaced(tmp_path, monkeypatch):
+    from course_utils import assets
+    from course_utils.tokens import seed_tiktoken_cache, tiktoken_cache_file
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    target = tiktoken_cache_file()
+    target.write_bytes(b"not a table")
+    assert seed_tiktoken_cache() == target
+    assert assets.sha256_file(target) == assets.get_asset("cl100k_base").sha256
