@@ -359,3 +359,16 @@ def test_long_prompts_stall_neither_the_routes_nor_the_running_streams():
           f"GET /v1/models, worst {max(pings):.3f} s")
     assert len(during) >= 50 and len(pings) >= 10 and len(gaps) == 2 * 199
     assert p99 < 1.0 and max(pings) < 1.0
+
+
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("field", ["logprobs", "top_logprobs", "tools", "response_format", "logit_bias",
+                                   "presence_penalty", "frequency_penalty", "no_such_field"])
+def test_a_field_the_server_does_not_implement_is_a_400_naming_it(server, route, field):
+    body = {"model": NAME, "max_tokens": 2, field: 1, "user": "learner-7"}
+    body.update({"prompt": "Hi"} if route == "/v1/completions" else {"messages": [{"role": "user", "content": "Hi"}]})
+    response = httpx.post(server["url"] + route, json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field and "does not implement" in response.json()["error"]["message"]
+    body.pop(field)
+    assert httpx.post(server["url"] + route, json=body, timeout=60).status_code == 200  # `user` is accepted

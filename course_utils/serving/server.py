@@ -147,8 +147,12 @@ class AsyncEngine:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """The request fields this server implements; any other field is refused with a 400 naming it,
+    never silently ignored (a client asking for ``logprobs`` must not get a reply without them)."""
+
+    model_config = ConfigDict(extra="forbid")
     model: str
+    user: str | None = None  # OpenAI's end-user identifier: accepted, used for nothing
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
@@ -265,6 +269,8 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if first.get("type") == "extra_forbidden":
+            return _error(400, f"{where}: this server does not implement this field; leave it out", param=where)
         return _error(400, f"{where or 'request'}: {first.get('msg', 'invalid request')}", param=where or None)
 
     @app.exception_handler(HTTPException)
