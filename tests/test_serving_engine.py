@@ -194,8 +194,8 @@ def test_a_request_whose_sampling_fails_ends_alone(smollm2, reference, monkeypat
     seeded = SamplingParams(temperature=0.9, max_tokens=20, ignore_eos=True, seed=3)
     original = engine_module.sample
 
-    def fails_for_seed_7(logits, params, seen, generators):
-        out = original(logits, params, seen, generators)  # draws from every generator first, then fails
+    def fails_for_seed_7(logits, params, seen, generators, outputs=None):
+        out = original(logits, params, seen, generators, outputs)  # draws from every generator first, then fails
         if any(p.seed == 7 for p in params):
             raise FloatingPointError("simulated sampler failure")
         return out
@@ -363,3 +363,10 @@ def test_a_reply_that_ends_on_end_of_text_keeps_its_whole_text(smollm2):
         engine.step()
     assert seq.finish_reason == "stop" and seq.output_token_ids  # ended on end-of-text, after some tokens
     assert seq.output_text == tokenizer.decode(seq.output_token_ids, skip_special_tokens=True) != ""
+
+
+def test_tensor_parallel_size_is_accepted_as_vllm_spells_it():
+    with pytest.raises(ValueError, match="tensor_parallel_size=2: the course engine runs on one device"):
+        LLM(tensor_parallel_size=2)  # refused before any weight is loaded
+    llm = LLM(tensor_parallel_size=1, num_blocks=16, block_size=8, max_model_len=64)
+    assert llm.generate(["Hi"], SamplingParams(temperature=0, max_tokens=2))[0].outputs[0].token_ids

@@ -102,3 +102,50 @@ def test_any_accepted_value_samples_a_valid_token(params):
     assert ((tokens >= 0) & (tokens < 50)).all()
     if params.get("repetition_penalty", 1.0) == 1.0:  # tiny temperature or top_p: the most likely token
         assert tokens.tolist() == logits.argmax(-1).tolist()
+
+
+def test_min_p_removes_what_transformers_removes():
+    from transformers.generation.logits_process import MinPLogitsWarper
+
+    from course_utils.serving.sampling import min_p_mask
+
+    torch.manual_seed(0)
+    for min_p in (0.01, 0.1, 0.5, 0.99):
+        logits = torch.randn(1000) * 3
+        theirs = MinPLogitsWarper(min_p)(None, logits[None].clone())[0] == -float("inf")
+        assert torch.equal(min_p_mask(logits, min_p), theirs)
+    assert not min_p_mask(torch.zeros(5), 1.0).all()  # the top token always stays
+
+
+def test_presence_and_frequency_penalties_follow_openais_formula():
+    from course_utils.serving.sampling import apply_output_penalties
+
+    logits = torch.zeros(6, dtype=torch.float64)
+    output = torch.tensor([2, 2, 2, 4])
+    got = apply_output_penalties(logits, output, presence=0.5, frequency=0.25)
+    expected = torch.tensor([0, 0, -(0.5 + 3 * 0.25), 0, -(0.5 + 0.25), 0], dtype=torch.float64)
+    assert torch.equal(got, expected)
+    negative = apply_output_penalties(logits, output, presence=-1.0, frequency=0.0)
+    assert negative[2] == 1.0 and negative[0] == 0.0  # a negative penalty favours repeating
+
+
+def test_a_frequency_penalty_changes_greedy_output_only_through_the_output(smollm2):
+    from course_utils.serving import LLM
+    from course_utils.serving.llm import Llama
+
+    model, tokenizer = smollm2
+    llm = LLM.from_model(Llama.from_hf(model), tokenizer)
+    prompt = "List the numbers: one, two, one, two, one, two,"
+    plain = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=24))[0].outputs[0].token_ids
+    penalised = llm.generate([prompt], SamplingParams(temperature=0, max_tokens=24, frequency_penalty=2.0))[0]
+    ids = penalised.outputs[0].token_ids
+    assert ids != plain
+    counts = torch.bincount(torch.tensor(ids)).max().item()
+    assert counts <= torch.bincount(torch.tensor(plain)).max().item()
+
+
+@pytest.mark.parametrize(("field", "value"), [("presence_penalty", 2.5), ("frequency_penalty", float("nan")),
+                                              ("min_p", -0.1), ("min_p", 1.5)])
+def test_new_sampling_fields_are_checked(field, value):
+    with pytest.raises(ValueError, match=field):
+        SamplingParams(**{field: value})

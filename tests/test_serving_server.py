@@ -363,7 +363,7 @@ def test_long_prompts_stall_neither_the_routes_nor_the_running_streams():
 
 @pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
 @pytest.mark.parametrize("field", ["logprobs", "top_logprobs", "tools", "response_format", "logit_bias",
-                                   "presence_penalty", "frequency_penalty", "no_such_field"])
+                                   "no_such_field"])
 def test_a_field_the_server_does_not_implement_is_a_400_naming_it(server, route, field):
     body = {"model": NAME, "max_tokens": 2, field: 1, "user": "learner-7"}
     body.update({"prompt": "Hi"} if route == "/v1/completions" else {"messages": [{"role": "user", "content": "Hi"}]})
@@ -372,3 +372,16 @@ def test_a_field_the_server_does_not_implement_is_a_400_naming_it(server, route,
     assert response.json()["error"]["param"] == field and "does not implement" in response.json()["error"]["message"]
     body.pop(field)
     assert httpx.post(server["url"] + route, json=body, timeout=60).status_code == 200  # `user` is accepted
+
+
+def test_the_server_applies_presence_frequency_and_min_p(client):
+    prompt = "one, two, one, two, one, two,"
+    plain = client.completions.create(model=NAME, prompt=prompt, max_tokens=16, temperature=0).choices[0].text
+    penalised = client.completions.create(model=NAME, prompt=prompt, max_tokens=16, temperature=0,
+                                          frequency_penalty=2.0, presence_penalty=1.0).choices[0].text
+    assert penalised != plain
+    greedy_like = client.completions.create(model=NAME, prompt=prompt, max_tokens=8, temperature=1.0, seed=1,
+                                            extra_body={"min_p": 1.0}).choices[0].text
+    assert greedy_like == plain[: len(greedy_like)]  # min_p = 1 keeps only the most likely token
+    with pytest.raises(openai.BadRequestError, match="presence_penalty"):
+        client.completions.create(model=NAME, prompt=prompt, max_tokens=2, presence_penalty=3.0)

@@ -156,9 +156,9 @@ class LLMEngine:
 
     def _draft_room(self, seq: Sequence) -> int:
         """How many drafts ``seq`` may check: all of them and a bonus token must fit its max_tokens and
-        the context. 0 with a repetition penalty, whose distribution would change within the step."""
+        the context. 0 with a penalty, whose distribution would change within the step."""
         p = seq.params
-        if p.repetition_penalty != 1.0:
+        if p.reads_history:
             return 0
         room = min(p.max_tokens - len(seq.output_token_ids), self.config.max_model_len - len(seq)) - 1
         return max(0, min(self.config.num_speculative_tokens, room))
@@ -209,10 +209,12 @@ class LLMEngine:
             return []
 
         def tokens(part: list[tuple[Sequence, torch.Tensor]]) -> list[int]:
-            # only the repetition penalty reads the history
-            seen = [torch.tensor(s.token_ids) if s.params.repetition_penalty != 1.0 else _NO_HISTORY for s, _ in part]
+            # only the penalties read the history
+            seen = [torch.tensor(s.token_ids) if s.params.reads_history else _NO_HISTORY for s, _ in part]
+            outputs = [torch.tensor(s.output_token_ids, dtype=torch.long) if s.params.reads_history else _NO_HISTORY
+                       for s, _ in part]
             return sample(torch.stack([logits for _, logits in part]), [s.params for s, _ in part], seen,
-                          [self._generators[s.seq_id] for s, _ in part]).tolist()
+                          [self._generators[s.seq_id] for s, _ in part], outputs).tolist()
 
         generators = [g for s, _ in rows if (g := self._generators[s.seq_id]) is not None]
         states, global_state = [g.get_state() for g in generators], torch.get_rng_state()

@@ -77,16 +77,19 @@ class LLM:
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, backend: str = "course", device: str = "cpu",
-                 **engine_args):
+                 tensor_parallel_size: int = 1, **engine_args):
         if backend not in ("course", "vllm"):
             raise ValueError(f"backend must be 'course' or 'vllm', got {backend!r}")
         self.backend = backend
         if backend == "vllm":
-            self._vllm = _load_vllm(model, engine_args)
+            self._vllm = _load_vllm(model, {**engine_args, "tensor_parallel_size": tensor_parallel_size})
             self.tokenizer = self._vllm.get_tokenizer()
             return
         from course_utils.models import load_model
 
+        if tensor_parallel_size != 1:
+            raise ValueError(f"tensor_parallel_size={tensor_parallel_size!r}: the course engine runs on one device "
+                             "(1); for tensor parallelism use backend='vllm' on a machine with several GPUs")
         config = EngineConfig(**engine_args)  # check the sizes before loading anything
         hf_model, tokenizer = load_model(model, device=device)
         self._attach(Llama.from_hf(hf_model), tokenizer, config)

@@ -43,6 +43,9 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)  # token ids that end the output
     ignore_eos: bool = False  # keep going past the end-of-sequence token
     repetition_penalty: float = 1.0  # > 1 discourages tokens already seen (prompt and output)
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from each token already in the output
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence of a token in the output
+    min_p: float = 0.0  # drop tokens less likely than min_p times the most likely one; 0 = off
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -58,6 +61,12 @@ class SamplingParams:
             problems.append(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
         if not _finite_number(self.repetition_penalty) or self.repetition_penalty <= 0:
             problems.append(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty!r}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not _finite_number(value) or not -2 <= value <= 2:
+                problems.append(f"{name} must be a number in [-2, 2] (OpenAI's range), got {value!r}")
+        if not _finite_number(self.min_p) or not 0 <= self.min_p <= 1:
+            problems.append(f"min_p must be in [0, 1], got {self.min_p!r}")
         if self.seed is not None and not (_integer(self.seed) and SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]):
             problems.append(f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}] or None, got {self.seed!r}")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
@@ -70,6 +79,11 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def reads_history(self) -> bool:
+        """True when the next token's distribution depends on the tokens seen so far (a penalty)."""
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0 or self.frequency_penalty != 0
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
         """This request's random generator (None without a seed: the global one is used)."""
@@ -87,6 +101,27 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     picked = out[seen]
     out[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
     return out
+
+
+def apply_output_penalties(logits: torch.Tensor, output: torch.Tensor, presence: float,
+                           frequency: float) -> torch.Tensor:
+    """(V,) logits minus OpenAI's penalties for the (n,) ids generated so far (the prompt is exempt):
+    ``frequency * count[t] + presence * (count[t] > 0)`` for each token t."""
+    if (presence == 0 and frequency == 0) or output.numel() == 0:
+        return logits
+    counts = torch.bincount(output, minlength=logits.numel()).to(logits.dtype)
+    return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
+
+
+def min_p_mask(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """(V,) boolean mask of the tokens to *remove*: those less likely than ``min_p`` times the most
+    likely token (Nguyen et al. 2024; vLLM's and transformers' ``min_p``). The top token always stays."""
+    if min_p <= 0:
+        return torch.zeros_like(logits, dtype=torch.bool)
+    probs = torch.softmax(logits.double(), dim=-1)
+    mask = probs < min_p * probs.max()
+    mask[torch.argmax(probs)] = False
+    return mask
 
 
 def top_k_mask(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -115,16 +150,19 @@ def top_p_mask(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def sample(logits: torch.Tensor, params: Sequence[SamplingParams], seen: Sequence[torch.Tensor],
-           generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+           generators: Sequence[torch.Generator | None], outputs: Sequence[torch.Tensor] | None = None
+           ) -> torch.Tensor:
     """One next token per row of (B, V) ``logits``: (B,) ids.
 
-    ``seen[i]`` holds row i's prompt and output ids so far (for the repetition penalty);
+    ``seen[i]`` holds row i's prompt and output ids so far (for the repetition penalty) and
+    ``outputs[i]`` its output ids alone (for the presence and frequency penalties; default none);
     ``generators[i]`` is its private generator or None.
     """
     if not len(params) == len(seen) == len(generators) == logits.shape[0]:
         raise ValueError("need one SamplingParams, seen-ids tensor and generator per row of logits")
+    outputs = outputs if outputs is not None else [_NONE] * len(params)
     out = torch.empty(logits.shape[0], dtype=torch.long)
-    plain_greedy = [i for i, sp in enumerate(params) if sp.greedy and sp.repetition_penalty == 1.0]
+    plain_greedy = [i for i, sp in enumerate(params) if sp.greedy and not sp.reads_history]
     if plain_greedy:  # the common case, in one call: argmax needs no float64 and no per-row work
         rows = torch.tensor(plain_greedy, device=logits.device)
         out[rows.cpu()] = torch.nan_to_num(logits.index_select(0, rows)).argmax(-1).cpu()
@@ -132,22 +170,27 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], seen: Sequenc
     for i, sp in enumerate(params):
         if i in skip:
             continue
-        probs = next_token_probs(logits[i], sp, seen[i])
+        probs = next_token_probs(logits[i], sp, seen[i], outputs[i])
         out[i] = int(torch.argmax(probs)) if sp.greedy else int(torch.multinomial(probs, 1, generator=generators[i]))
     return out
 
 
-def next_token_probs(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor) -> torch.Tensor:
+_NONE = torch.empty(0, dtype=torch.long)
+
+
+def next_token_probs(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor,
+                     output: torch.Tensor = _NONE) -> torch.Tensor:
     """(V,) float64: the distribution :func:`sample` draws one row's token from, given its (V,)
-    logits and the ids seen so far (one-hot on the argmax when greedy). Speculative decoding
-    checks drafts against this same distribution."""
+    logits, the ids seen so far and the output ids alone (one-hot on the argmax when greedy).
+    Speculative decoding checks drafts against this same distribution."""
     # float64, and logits shifted so the largest is 0 before dividing by the temperature: any
     # accepted temperature, top_p or penalty (1e-40, 5e-324, ...) then gives a valid distribution
     largest = torch.finfo(torch.float64).max
     row = apply_repetition_penalty(logits.double(), seen.to(logits.device), params.repetition_penalty)
+    row = apply_output_penalties(row, output.to(logits.device), params.presence_penalty, params.frequency_penalty)
     row = torch.nan_to_num(row, posinf=largest, neginf=-largest)
     if params.greedy:
         return torch.nn.functional.one_hot(torch.argmax(row), row.numel()).double()
     row = (row - row.max()) / params.temperature  # <= 0; the most likely token is exactly 0
-    row = row.masked_fill(top_k_mask(row, params.top_k) | top_p_mask(row, params.top_p), float("-inf"))
-    return torch.softmax(row, dim=-1)
+    removed = top_k_mask(row, params.top_k) | top_p_mask(row, params.top_p) | min_p_mask(row, params.min_p)
+    return torch.softmax(row.masked_fill(removed, float("-inf")), dim=-1)

@@ -163,6 +163,9 @@ class _Body(BaseModel):
     stream: bool = False
     n: int = Field(default=1, ge=1, le=1)  # one choice per request
     repetition_penalty: float = Field(default=1.0, gt=0)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    min_p: float = Field(default=0.0, ge=0, le=1)
     ignore_eos: bool = False
     stream_options: dict[str, Any] | None = None
 
@@ -297,7 +300,9 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
         try:
             return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, seed=body.seed,
                                   max_tokens=max_tokens, stop=body.stop or [], ignore_eos=body.ignore_eos,
-                                  repetition_penalty=body.repetition_penalty)
+                                  repetition_penalty=body.repetition_penalty,
+                                  presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+                                  min_p=body.min_p)
         except ValueError as err:
             return _error(400, str(err))
 
