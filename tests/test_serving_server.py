@@ -385,3 +385,18 @@ def test_the_server_applies_presence_frequency_and_min_p(client):
     assert greedy_like == plain[: len(greedy_like)]  # min_p = 1 keeps only the most likely token
     with pytest.raises(openai.BadRequestError, match="presence_penalty"):
         client.completions.create(model=NAME, prompt=prompt, max_tokens=2, presence_penalty=3.0)
+
+
+def test_stop_token_ids_end_the_reply_on_both_routes(client, smollm2):
+    tokenizer = smollm2[1]
+    plain = client.completions.create(model=NAME, prompt="Count: 1, 2, 3,", max_tokens=8, temperature=0,
+                                      extra_body={"ignore_eos": True}).choices[0]
+    stop_id = tokenizer.encode(plain.text, add_special_tokens=False)[2]
+    cut = client.completions.create(model=NAME, prompt="Count: 1, 2, 3,", max_tokens=8, temperature=0,
+                                    extra_body={"ignore_eos": True, "stop_token_ids": [stop_id]}).choices[0]
+    assert cut.finish_reason == "stop" and len(cut.text) < len(plain.text) and plain.text.startswith(cut.text)
+    chat = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "Count to ten."}],
+                                          max_tokens=8, temperature=0, extra_body={"stop_token_ids": [stop_id]})
+    assert chat.choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(openai.BadRequestError, match="stop_token_ids"):
+        client.completions.create(model=NAME, prompt="x", max_tokens=2, extra_body={"stop_token_ids": [-1]})

@@ -166,6 +166,7 @@ class _Body(BaseModel):
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     min_p: float = Field(default=0.0, ge=0, le=1)
+    stop_token_ids: list[int] = Field(default_factory=list, max_length=MAX_STOP_STRINGS * 16)  # vLLM's extra
     ignore_eos: bool = False
     stream_options: dict[str, Any] | None = None
 
@@ -302,7 +303,7 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
                                   max_tokens=max_tokens, stop=body.stop or [], ignore_eos=body.ignore_eos,
                                   repetition_penalty=body.repetition_penalty,
                                   presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-                                  min_p=body.min_p)
+                                  min_p=body.min_p, stop_token_ids=body.stop_token_ids)
         except ValueError as err:
             return _error(400, str(err))
 
