@@ -13,6 +13,7 @@ converted fp32 weights and the tokenizer to an ordinary Hugging Face folder in t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -168,6 +169,20 @@ def _hub_offline() -> bool:
     return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
 
 
+@functools.cache
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """True when the Hub answers a HEAD request within ``timeout_s`` (asked once per process), through the
+    same HTTP session, proxies and certificates that downloads use."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout_s)
+    except Exception:  # any failure to connect means: do not wait for the library's retries
+        return False
+    return True
+
+
 def _source_for(name_or_path: str | os.PathLike) -> tuple[str, dict]:
     """Turn what the learner typed into (path-or-id, extra from_pretrained kwargs).
 
@@ -191,7 +206,11 @@ def _source_for(name_or_path: str | os.PathLike) -> tuple[str, dict]:
     if path.exists():
         raise ValueError(f"{path} is neither a model folder nor a .gguf file.")
     if _is_hub_id(text):
-        return text, {"local_files_only": _hub_offline()}
+        offline = _hub_offline()
+        if not offline and not _hub_reachable():
+            # otherwise the hub library retries each file with back-off: about a minute before it gives up
+            offline = True
+        return text, {"local_files_only": offline}
     raise ValueError(
         f"Unknown model {text!r}. Embedded models (offline): {', '.join(available_models())}. "
         "You can also pass a local Hugging Face folder, a .gguf file, or a Hub id like "
@@ -224,6 +243,8 @@ def hub_failure_reason(err: BaseException) -> str:
         return "the Hub has no model by that name (check the spelling), or it is private"
     if any(isinstance(e, RevisionNotFoundError) for e in chain):
         return "the Hub has that model but not the requested revision"
+    if not _hub_offline() and not _hub_reachable():
+        return "the Hub cannot be reached from this machine (no network) and the model is not in the local cache"
     if _hub_offline() or any(isinstance(e, OfflineModeIsEnabled) for e in chain):
         return "HF_HUB_OFFLINE=1 is set (the course works offline) and the model is not in the local cache"
     if any(isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in {"ConnectError", "ConnectTimeout",
