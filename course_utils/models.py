@@ -206,11 +206,8 @@ def _source_for(name_or_path: str | os.PathLike) -> tuple[str, dict]:
     if path.exists():
         raise ValueError(f"{path} is neither a model folder nor a .gguf file.")
     if _is_hub_id(text):
-        offline = _hub_offline()
-        if not offline and not _hub_reachable():
-            # otherwise the hub library retries each file with back-off: about a minute before it gives up
-            offline = True
-        return text, {"local_files_only": offline}
+        # an unreachable Hub is treated as offline: the hub library would retry each file for about a minute
+        return text, {"local_files_only": _hub_offline() or not _hub_reachable()}
     raise ValueError(
         f"Unknown model {text!r}. Embedded models (offline): {', '.join(available_models())}. "
         "You can also pass a local Hugging Face folder, a .gguf file, or a Hub id like "
@@ -243,13 +240,14 @@ def hub_failure_reason(err: BaseException) -> str:
         return "the Hub has no model by that name (check the spelling), or it is private"
     if any(isinstance(e, RevisionNotFoundError) for e in chain):
         return "the Hub has that model but not the requested revision"
+    no_network = "the Hub cannot be reached from this machine (no network) and the model is not in the local cache"
     if not _hub_offline() and not _hub_reachable():
-        return "the Hub cannot be reached from this machine (no network) and the model is not in the local cache"
+        return no_network
     if _hub_offline() or any(isinstance(e, OfflineModeIsEnabled) for e in chain):
         return "HF_HUB_OFFLINE=1 is set (the course works offline) and the model is not in the local cache"
     if any(isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in {"ConnectError", "ConnectTimeout",
                                                                                   "gaierror"} for e in chain):
-        return "the Hub cannot be reached from this machine (no network) and the model is not in the local cache"
+        return no_network
     return f"the Hub did not provide it ({type(err).__name__})"
 
 

@@ -19,7 +19,7 @@ from course_utils.chat import find_stop
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.config import EngineConfig
 from course_utils.serving.model_runner import ModelRunner
-from course_utils.serving.sampling import SamplingParams, next_token_probs, sample
+from course_utils.serving.sampling import NO_IDS, SamplingParams, next_token_probs, sample
 from course_utils.serving.scheduler import Scheduler
 from course_utils.serving.sequence import Sequence
 from course_utils.serving.speculative import SpeculativeStats, ngram_draft, verify
@@ -27,7 +27,6 @@ from course_utils.serving.speculative import SpeculativeStats, ngram_draft, veri
 __all__ = ["EngineConfig", "LLMEngine"]
 
 logger = logging.getLogger(__name__)
-_NO_HISTORY = torch.empty(0, dtype=torch.long)
 
 
 class LLMEngine:
@@ -168,7 +167,7 @@ class LLMEngine:
         them; the keys and values of the rejected ones are forgotten with the blocks they needed."""
         drafts, seq.draft_token_ids = seq.draft_token_ids, []
         try:
-            probs = torch.stack([next_token_probs(row, seq.params, _NO_HISTORY) for row in logits])
+            probs = torch.stack([next_token_probs(row, seq.params, NO_IDS) for row in logits])
             emitted, accepted = verify(probs, drafts, None, self._generators[seq.seq_id], seq.params.greedy)
         except Exception:
             logger.exception("checking the drafts failed for %s; ending it alone", seq.request_id)
@@ -210,8 +209,8 @@ class LLMEngine:
 
         def tokens(part: list[tuple[Sequence, torch.Tensor]]) -> list[int]:
             # only the penalties read the history
-            seen = [torch.tensor(s.token_ids) if s.params.reads_history else _NO_HISTORY for s, _ in part]
-            outputs = [torch.tensor(s.output_token_ids, dtype=torch.long) if s.params.reads_history else _NO_HISTORY
+            seen = [torch.tensor(s.token_ids) if s.params.reads_history else NO_IDS for s, _ in part]
+            outputs = [torch.tensor(s.output_token_ids, dtype=torch.long) if s.params.reads_history else NO_IDS
                        for s, _ in part]
             return sample(torch.stack([logits for _, logits in part]), [s.params for s, _ in part], seen,
                           [self._generators[s.seq_id] for s, _ in part], outputs).tolist()

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["SEED_RANGE", "SamplingParams", "apply_repetition_penalty", "next_token_probs", "sample", "top_k_mask",
-           "top_p_mask"]
+__all__ = ["NO_IDS", "SEED_RANGE", "SamplingParams", "apply_output_penalties", "apply_repetition_penalty", "min_p_mask",
+           "next_token_probs", "sample", "top_k_mask", "top_p_mask"]
 
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
@@ -28,6 +28,9 @@ def _integer(value: object) -> bool:
 
 def _finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+NO_IDS = torch.empty(0, dtype=torch.long)  # an empty id history: what a row without penalties is given
 
 
 @dataclass
@@ -160,7 +163,7 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], seen: Sequenc
     """
     if not len(params) == len(seen) == len(generators) == logits.shape[0]:
         raise ValueError("need one SamplingParams, seen-ids tensor and generator per row of logits")
-    outputs = outputs if outputs is not None else [_NONE] * len(params)
+    outputs = outputs if outputs is not None else [NO_IDS] * len(params)
     out = torch.empty(logits.shape[0], dtype=torch.long)
     plain_greedy = [i for i, sp in enumerate(params) if sp.greedy and not sp.reads_history]
     if plain_greedy:  # the common case, in one call: argmax needs no float64 and no per-row work
@@ -175,11 +178,8 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], seen: Sequenc
     return out
 
 
-_NONE = torch.empty(0, dtype=torch.long)
-
-
 def next_token_probs(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor,
-                     output: torch.Tensor = _NONE) -> torch.Tensor:
+                     output: torch.Tensor = NO_IDS) -> torch.Tensor:
     """(V,) float64: the distribution :func:`sample` draws one row's token from, given its (V,)
     logits, the ids seen so far and the output ids alone (one-hot on the argmax when greedy).
     Speculative decoding checks drafts against this same distribution."""
