@@ -147,6 +147,32 @@ class BlockManager:
             raise RuntimeError(f"no free block for {seq.request_id}: call can_append first")
         seq.block_table.append(self._take_free_block().block_id)
 
+    def can_fork(self, parent: Sequence) -> bool:
+        """Whether :meth:`fork` has the one free block it may need (for a partly filled last block)."""
+        return len(parent) % self.block_size == 0 or self.num_free_blocks > 0
+
+    def fork(self, parent: Sequence, child: Sequence) -> tuple[int, int] | None:
+        """Give ``child`` the blocks of ``parent``'s tokens, all of them computed.
+
+        Full blocks are shared (their reference count goes up): no sequence writes into a full
+        block again. A last, partly filled block is about to receive each one's next token, so
+        the child gets a fresh block for it instead: the returned ``(source, destination)`` pair
+        is whose keys and values the caller must copy (None when every block is full).
+        """
+        if child.block_table:
+            raise ValueError(f"{child.request_id} already has blocks")
+        if not self.can_fork(parent):
+            raise RuntimeError(f"no free block to fork {parent.request_id}: call can_fork first")
+        full = len(parent) // self.block_size
+        for block_id in parent.block_table[:full]:
+            self.blocks[block_id].ref_count += 1
+        child.block_table = parent.block_table[:full]
+        child.num_cached_tokens, child.num_computed_tokens = parent.num_cached_tokens, len(parent)
+        if len(parent) % self.block_size == 0:
+            return None
+        child.block_table.append(self._take_free_block().block_id)
+        return parent.block_table[full], child.block_table[-1]
+
     def reserve(self, seq: Sequence, num_tokens: int) -> bool:
         """Give ``seq`` slots for ``num_tokens`` tokens (speculative drafts beyond its own tokens) if
         enough blocks are free; False, and nothing taken, if not. :meth:`trim` gives back what is unused."""

@@ -5,6 +5,11 @@ and the HTTP server drive: ``add_request`` queues a prompt, each ``step`` advanc
 sequence (a decode token, or a chunk of its prompt) and reports which ones received a token or
 ended, ``abort`` drops a request and frees its blocks. A request that makes the model or the
 sampler fail ends with finish reason ``"error"`` on its own; the rest of its step is retried.
+
+A request for ``n > 1`` completions is prefilled once: when its prompt is computed the sequence
+forks ``n - 1`` more that share its KV blocks (:meth:`BlockManager.fork`), and each draws its own
+tokens from there. With ``logprobs`` set, each output token carries its log-probability and those
+of the most likely alternatives (:mod:`~course_utils.serving.logprobs`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from course_utils.architecture.transformer import Llama
 from course_utils.chat import find_stop
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.config import EngineConfig
+from course_utils.serving.logprobs import Logprob, token_logprobs
 from course_utils.serving.model_runner import ModelRunner
 from course_utils.serving.sampling import NO_IDS, SamplingParams, next_token_probs, sample
 from course_utils.serving.scheduler import Scheduler
@@ -41,7 +47,7 @@ class LLMEngine:
         self.speculation = SpeculativeStats()  # drafts proposed and accepted (num_speculative_tokens > 0)
         eos = tokenizer.eos_token_id
         self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [])
-        self.requests: dict[str, Sequence] = {}
+        self.requests: dict[str, Sequence] = {}  # request id -> its first sequence (see Sequence.group)
         self._generators: dict[int, torch.Generator | None] = {}
 
     def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -74,15 +80,16 @@ class LLMEngine:
         return seq
 
     def abort(self, request_id: str) -> None:
-        """Stop a request (a client went away): its blocks are freed at once."""
-        seq = self.requests.pop(request_id, None)
-        if seq is not None and not seq.is_finished:
-            self.scheduler.finish(seq, "abort")
+        """Stop a request (a client went away), all its completions: their blocks are freed at once."""
+        root = self.requests.pop(request_id, None)
+        for seq in root.group if root is not None else []:
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
             self._generators.pop(seq.seq_id, None)
 
     def abort_all(self, reason: str = "abort") -> list[Sequence]:
         """End every request in flight with ``reason``; returns them."""
-        ended = [seq for seq in self.requests.values() if not seq.is_finished]
+        ended = [seq for root in self.requests.values() for seq in root.group if not seq.is_finished]
         for seq in ended:
             self.scheduler.finish(seq, reason)
         self.requests.clear()
@@ -122,20 +129,56 @@ class LLMEngine:
             self.manager.mark_computed(seq, before)  # the blocks this step filled hold real KV now
             if seq.num_computed_tokens == len(seq):  # else a prompt chunk: no token until the whole prompt is in
                 complete.append((seq, logits))
-        for (seq, _), token in zip(complete, self._sample_isolating(complete), strict=True):
+                if seq.params.n > 1 and seq.parent is None and not seq.forks:
+                    complete += [(fork, logits) for fork in self._fork(seq)]
+        for (seq, logits), token in zip(complete, self._sample_isolating(complete), strict=True):
             if token is None:
                 self._end(seq, "error")
             else:
-                self._emit(seq, [token], now)
+                self._emit(seq, [token], now, logits[None])
             changed.append(seq)
         return changed
 
-    def _emit(self, seq: Sequence, tokens: list[int], now: float) -> bool:
-        """Append ``tokens`` to ``seq`` until it finishes (then it is ended); whether it is still running."""
+    def _fork(self, parent: Sequence) -> list[Sequence]:
+        """Create the other ``n - 1`` completions of ``parent``'s request, whose prompt is now computed.
+
+        Each shares the prompt's KV blocks and samples its first token from the same logits in this
+        very step (they are returned); one that finds no room (``max_num_seqs`` running, or no free
+        block for its copy of a partly filled block) waits at the head of the queue instead and is
+        prefilled on its own later, from the prefix cache where it can.
+        """
+        forked, queued = [], []
+        for index in range(1, parent.params.n):
+            fork = Sequence(list(parent.prompt_token_ids), parent.params, parent.request_id, index=index,
+                            parent=parent, arrival_time=parent.arrival_time)
+            parent.forks.append(fork)
+            self._generators[fork.seq_id] = parent.params.generator(self.runner.device, index)
+            if self.scheduler.has_room and self.manager.can_fork(parent):
+                if copy := self.manager.fork(parent, fork):
+                    self.runner.cache.copy_block(*copy)
+                self.scheduler.add_running(fork)
+                forked.append(fork)
+            else:
+                queued.append(fork)
+        self.scheduler.add_first(queued)
+        return forked
+
+    def _emit(self, seq: Sequence, tokens: list[int], now: float, logits: torch.Tensor) -> bool:
+        """Append ``tokens``, drawn from the rows of (>= len(tokens), V) ``logits``, to ``seq`` until it
+        finishes (then it is ended); whether it is still running."""
         if seq.first_token_time is None:
             seq.first_token_time = now
-        for token in tokens:
-            if reason := self._append(seq, token):
+        entries: list[dict[int, Logprob] | None] = [None] * len(tokens)
+        if seq.params.logprobs is not None:
+            try:
+                entries = token_logprobs(logits[:len(tokens)], tokens, seq.params.logprobs,
+                                         lambda token_id: self.tokenizer.decode([token_id]))
+            except Exception:
+                logger.exception("computing logprobs failed for %s; ending it alone", seq.request_id)
+                self._end(seq, "error")
+                return False
+        for token, entry in zip(tokens, entries, strict=True):
+            if reason := self._append(seq, token, entry):
                 self._end(seq, reason)
                 return False
         return True
@@ -178,7 +221,7 @@ class LLMEngine:
         self.speculation.accepted += accepted
         self.speculation.emitted += len(emitted)
         seq.num_computed_tokens += 1 + accepted  # the last token's and the accepted drafts' KV are right
-        if self._emit(seq, emitted, now):
+        if self._emit(seq, emitted, now, logits):
             self.manager.trim(seq)
 
     def _forward_isolating(self, seqs: list[Sequence], num_decode: int
@@ -235,16 +278,21 @@ class LLMEngine:
 
     def _end(self, seq: Sequence, reason: str) -> None:
         self.scheduler.finish(seq, reason)
-        self.requests.pop(seq.request_id, None)
         self._generators.pop(seq.seq_id, None)
+        if all(s.is_finished for s in seq.group):  # the request is done once all its completions are
+            self.requests.pop(seq.request_id, None)
 
-    def _append(self, seq: Sequence, token: int) -> str | None:
-        """Add one sampled token; the finish reason if the sequence is now done."""
+    def _append(self, seq: Sequence, token: int, logprob: dict[int, Logprob] | None = None) -> str | None:
+        """Add one sampled token (with its logprobs entry, if asked for); the finish reason if the
+        sequence is now done."""
         p = seq.params
         if token in p.stop_token_ids or (token in self.eos_token_ids and not p.ignore_eos):
             self._update_text(seq, final=True)  # the stop token is not part of the output
             return "stop"
         seq.output_token_ids.append(token)
+        if logprob is not None:
+            seq.output_logprobs.append(logprob)
+            seq.cumulative_logprob += logprob[token].logprob
         length = len(seq.output_token_ids) >= p.max_tokens or len(seq) >= self.config.max_model_len
         if self._update_text(seq, final=length):
             return "stop"

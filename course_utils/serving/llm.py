@@ -3,7 +3,7 @@
 Code written against this class runs unchanged on vLLM: on a machine with CUDA and vLLM
 installed, ``LLM(model, backend="vllm")`` hands the same calls to vLLM, which returns objects
 with the same attributes (``.prompt``, ``.outputs[0].text``, ``.outputs[0].token_ids``,
-``.outputs[0].finish_reason``, ``.metrics``).
+``.outputs[0].finish_reason``, ``.outputs[i].logprobs``, ``.metrics``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from course_utils.architecture.transformer import Llama
 from course_utils.defaults import DEFAULT_MODEL
 from course_utils.serving.config import EngineConfig
 from course_utils.serving.engine import LLMEngine
+from course_utils.serving.logprobs import Logprob
 from course_utils.serving.sampling import SamplingParams
 from course_utils.serving.sequence import Sequence
 
@@ -23,10 +24,15 @@ __all__ = ["LLM", "CompletionOutput", "RequestMetrics", "RequestOutput", "reques
 
 @dataclass
 class CompletionOutput:
+    """One of a request's ``n`` completions. With ``SamplingParams.logprobs`` set, ``logprobs`` has an
+    entry per token of ``token_ids`` and ``cumulative_logprob`` is their sum; both are None otherwise."""
+
     index: int
     text: str
     token_ids: list[int]
     finish_reason: str | None
+    logprobs: list[dict[int, Logprob]] | None = None
+    cumulative_logprob: float | None = None
 
 
 @dataclass
@@ -61,10 +67,16 @@ class RequestOutput:
 
 
 def request_output(seq: Sequence, prompt: str | None = None) -> RequestOutput:
-    """The public view of an engine sequence."""
-    metrics = RequestMetrics(seq.arrival_time, seq.first_token_time, seq.finish_time, len(seq.output_token_ids))
-    completion = CompletionOutput(0, seq.output_text, list(seq.output_token_ids), seq.finish_reason)
-    return RequestOutput(seq.request_id, prompt, list(seq.prompt_token_ids), [completion], seq.is_finished, metrics)
+    """The public view of the request ``seq`` belongs to: one output per completion so far (all n
+    once the prompt is computed), finished when all are. The metrics are the first completion's."""
+    root, group = seq.root, seq.group
+    metrics = RequestMetrics(root.arrival_time, root.first_token_time, root.finish_time, len(root.output_token_ids))
+    with_logprobs = root.params.logprobs is not None
+    outputs = [CompletionOutput(s.index, s.output_text, list(s.output_token_ids), s.finish_reason,
+                                list(s.output_logprobs) if with_logprobs else None,
+                                s.cumulative_logprob if with_logprobs else None) for s in group]
+    return RequestOutput(root.request_id, prompt, list(root.prompt_token_ids), outputs,
+                         all(s.is_finished for s in group), metrics)
 
 
 class LLM:
@@ -158,4 +170,6 @@ def _to_vllm(params: SamplingParams):
     return vllm.SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
                                seed=params.seed, max_tokens=params.max_tokens, stop=params.stop,
                                stop_token_ids=params.stop_token_ids, ignore_eos=params.ignore_eos,
-                               repetition_penalty=params.repetition_penalty)
+                               repetition_penalty=params.repetition_penalty, presence_penalty=params.presence_penalty,
+                               frequency_penalty=params.frequency_penalty, min_p=params.min_p, n=params.n,
+                               logprobs=params.logprobs)

@@ -126,6 +126,12 @@ class PagedKVCache:
     def nbytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
 
+    def copy_block(self, source: int, destination: int) -> None:
+        """Copy one block's keys and values, in every layer, to another block (a forked sequence's own copy)."""
+        for pool in (self.k, self.v):
+            blocks = pool.view(pool.shape[0], -1, self.block_size, *pool.shape[2:])  # (L, num_blocks, block, H_kv, hd)
+            blocks[:, destination] = blocks[:, source]
+
     def advance(self, n: int) -> None:
         """Positions come from the block tables, not from a running length: nothing to do."""
 

@@ -49,6 +49,8 @@ class SamplingParams:
     presence_penalty: float = 0.0  # OpenAI's: subtracted once from each token already in the output
     frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence of a token in the output
     min_p: float = 0.0  # drop tokens less likely than min_p times the most likely one; 0 = off
+    n: int = 1  # completions of the prompt to return (forks sharing its KV blocks)
+    logprobs: int | None = None  # per output token: its log-probability and the top `logprobs` ones; None = off
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -70,6 +72,10 @@ class SamplingParams:
                 problems.append(f"{name} must be a number in [-2, 2] (OpenAI's range), got {value!r}")
         if not _finite_number(self.min_p) or not 0 <= self.min_p <= 1:
             problems.append(f"min_p must be in [0, 1], got {self.min_p!r}")
+        if not _integer(self.n) or self.n < 1:
+            problems.append(f"n must be an integer >= 1, got {self.n!r}")
+        if self.logprobs is not None and not (_integer(self.logprobs) and self.logprobs >= 0):
+            problems.append(f"logprobs must be None or an integer >= 0 (how many top tokens), got {self.logprobs!r}")
         if self.seed is not None and not (_integer(self.seed) and SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]):
             problems.append(f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}] or None, got {self.seed!r}")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
@@ -88,9 +94,14 @@ class SamplingParams:
         """True when the next token's distribution depends on the tokens seen so far (a penalty)."""
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0 or self.frequency_penalty != 0
 
-    def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
-        """This request's random generator (None without a seed: the global one is used)."""
-        return None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
+    def generator(self, device: torch.device | str = "cpu", index: int = 0) -> torch.Generator | None:
+        """The random generator of this request's completion ``index`` (None without a seed: the
+        global one is used). Completion 0 is seeded with ``seed`` itself, the others with seeds
+        derived from it, so each of the n is reproducible on its own."""
+        if self.seed is None:
+            return None
+        seed = self.seed if index == 0 else hash((self.seed, index)) % 2**63
+        return torch.Generator(device=device).manual_seed(seed)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -48,6 +48,20 @@ class Scheduler:
         self.waiting.append(seq)
 
     @property
+    def has_room(self) -> bool:
+        """Whether one more sequence may run (fewer than ``max_num_seqs`` are running)."""
+        return len(self.running) < self.max_num_seqs
+
+    def add_running(self, seq: Sequence) -> None:
+        """Run a sequence that already has its blocks and its computed tokens (a fork)."""
+        seq.status = SequenceStatus.RUNNING
+        self.running.append(seq)
+
+    def add_first(self, seqs: list[Sequence]) -> None:
+        """Queue ``seqs``, in order, ahead of every waiting request (forks that found no room)."""
+        self.waiting.extendleft(reversed(seqs))
+
+    @property
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 

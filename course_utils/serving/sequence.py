@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from course_utils.serving.detokenizer import IncrementalText
+from course_utils.serving.logprobs import Logprob
 from course_utils.serving.sampling import SamplingParams
 
 __all__ = ["Sequence", "SequenceStatus"]
@@ -32,6 +33,10 @@ class Sequence:
     steps (chunked prefill): each step computes ``num_new_tokens`` tokens after the
     ``num_computed_tokens`` already in the cache, and the next token is sampled only once every
     token is computed.
+
+    A request for ``n > 1`` completions starts as one sequence; when its prompt is computed it
+    *forks* ``n - 1`` more (``forks``, each with its ``index`` and its ``parent``) that share the
+    prompt's KV blocks, so the prompt is computed once for all n.
     """
 
     prompt_token_ids: list[int]
@@ -52,6 +57,11 @@ class Sequence:
     first_token_time: float | None = None
     finish_time: float | None = None
     preemptions: int = 0
+    index: int = 0  # which of the request's n completions this is
+    parent: Sequence | None = field(default=None, repr=False)  # the sequence this one was forked from
+    forks: list[Sequence] = field(default_factory=list, repr=False)  # the completions forked from this one
+    output_logprobs: list[dict[int, Logprob]] = field(default_factory=list, repr=False)  # when params.logprobs
+    cumulative_logprob: float = 0.0  # sum of the output tokens' log-probabilities (when params.logprobs)
 
     def __post_init__(self) -> None:
         if not self.prompt_token_ids:
@@ -68,6 +78,16 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
+
+    @property
+    def root(self) -> Sequence:
+        """The request's first sequence, which the others were forked from."""
+        return self.parent or self
+
+    @property
+    def group(self) -> list[Sequence]:
+        """All the sequences of this request so far, by index."""
+        return [self.root, *self.root.forks]
 
     def num_blocks(self, block_size: int) -> int:
         """Blocks needed to hold every token so far."""
