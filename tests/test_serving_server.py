@@ -74,7 +74,7 @@ def test_stop_strings_are_never_streamed(client):
 def test_bad_requests_get_openai_errors(server, client):
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="gpt-5", prompt="hi", max_tokens=2)
-    for bad in ({"max_tokens": -1}, {"temperature": 5}, {"top_p": 0}, {"n": 2}):
+    for bad in ({"max_tokens": -1}, {"temperature": 5}, {"top_p": 0}, {"n": 0}, {"n": 17}):
         with pytest.raises(openai.BadRequestError):
             client.completions.create(model=NAME, prompt="hi", **bad)
     with pytest.raises(openai.BadRequestError, match="maximum context length"):
@@ -362,8 +362,7 @@ def test_long_prompts_stall_neither_the_routes_nor_the_running_streams():
 
 
 @pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions"])
-@pytest.mark.parametrize("field", ["logprobs", "top_logprobs", "tools", "response_format", "logit_bias",
-                                   "no_such_field"])
+@pytest.mark.parametrize("field", ["tools", "response_format", "logit_bias", "best_of", "no_such_field"])
 def test_a_field_the_server_does_not_implement_is_a_400_naming_it(server, route, field):
     body = {"model": NAME, "max_tokens": 2, field: 1, "user": "learner-7"}
     body.update({"prompt": "Hi"} if route == "/v1/completions" else {"messages": [{"role": "user", "content": "Hi"}]})
@@ -400,3 +399,62 @@ def test_stop_token_ids_end_the_reply_on_both_routes(client, smollm2):
     assert chat.choices[0].finish_reason in ("stop", "length")
     with pytest.raises(openai.BadRequestError, match="stop_token_ids"):
         client.completions.create(model=NAME, prompt="x", max_tokens=2, extra_body={"stop_token_ids": [-1]})
+
+
+def test_n_choices_on_both_routes_greedy_equal_the_single_reply(client):
+    single = client.completions.create(model=NAME, prompt="The capital of France is", max_tokens=8, temperature=0)
+    many = client.completions.create(model=NAME, prompt="The capital of France is", max_tokens=8, temperature=0, n=3)
+    assert sorted(c.index for c in many.choices) == [0, 1, 2]
+    assert {c.text for c in many.choices} == {single.choices[0].text}
+    assert many.usage.completion_tokens == 3 * single.usage.completion_tokens
+    chat = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8,
+                                          temperature=1.0, seed=4, n=4)
+    assert sorted(c.index for c in chat.choices) == [0, 1, 2, 3] and len({c.message.content for c in chat.choices}) > 1
+
+
+def test_chat_logprobs_bytes_rebuild_the_reply_and_top_logprobs_are_ranked(client):
+    reply = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "Name a fruit."}],
+                                           max_tokens=12, temperature=0, logprobs=True, top_logprobs=3)
+    choice = reply.choices[0]
+    content = choice.logprobs.content
+    assert len(content) == reply.usage.completion_tokens
+    assert bytes(b for item in content for b in item.bytes).decode() == choice.message.content
+    for item in content:
+        assert len(item.top_logprobs) == 3 and item.top_logprobs[0].token == item.token  # greedy: the top token
+        values = [t.logprob for t in item.top_logprobs]
+        assert values == sorted(values, reverse=True) and item.logprob == pytest.approx(values[0])
+    plain = client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "Name a fruit."}],
+                                           max_tokens=12, temperature=0)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == choice.message.content
+
+
+def test_completion_logprobs_have_the_legacy_shape(client):
+    reply = client.completions.create(model=NAME, prompt="1, 2, 3, 4,", max_tokens=6, temperature=0, logprobs=2)
+    lp = reply.choices[0].logprobs
+    assert "".join(lp.tokens) == reply.choices[0].text
+    assert len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == reply.usage.completion_tokens
+    assert all(len(top) == 2 for top in lp.top_logprobs) and lp.text_offset[0] == 0
+    assert all(v <= 0 for v in lp.token_logprobs)
+
+
+def test_streaming_n_choices_with_logprobs_add_up_to_the_whole_replies(client):
+    request = {"model": NAME, "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 16,
+               "temperature": 1.0, "seed": 9, "n": 2, "logprobs": True, "top_logprobs": 1}
+    whole = client.chat.completions.create(**request)
+    texts, tokens, finish = {0: "", 1: ""}, {0: [], 1: []}, {}
+    for chunk in client.chat.completions.create(**request, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            tokens[choice.index] += [t.token for t in (choice.logprobs.content if choice.logprobs else [])]
+            if choice.finish_reason:
+                finish[choice.index] = choice.finish_reason
+    for choice in whole.choices:
+        assert texts[choice.index] == choice.message.content and finish[choice.index] == choice.finish_reason
+        assert tokens[choice.index] == [t.token for t in choice.logprobs.content]
+
+
+@pytest.mark.parametrize("extra", [{"top_logprobs": 2}, {"logprobs": True, "top_logprobs": 21}])
+def test_bad_logprobs_requests_are_400s_naming_the_field(server, extra):
+    body = {"model": NAME, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]} | extra
+    response = httpx.post(server["url"] + "/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "top_logprobs", response.text

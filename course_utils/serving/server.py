@@ -38,17 +38,20 @@ from starlette.exceptions import HTTPException
 
 from course_utils.defaults import DEFAULT_MODEL
 from course_utils.serving.engine import LLMEngine
-from course_utils.serving.llm import RequestOutput, request_output
+from course_utils.serving.llm import CompletionOutput, RequestOutput, request_output
+from course_utils.serving.logprobs import token_bytes_table
 from course_utils.serving.sampling import SamplingParams
 from course_utils.serving.sequence import Sequence, SequenceStatus
 
-__all__ = ["BODY_TIMEOUT_S", "MAX_STOP_CHARS", "MAX_STOP_STRINGS", "AsyncEngine", "BodyLimits", "background_server",
-           "bind_socket", "create_app", "serve"]
+__all__ = ["BODY_TIMEOUT_S", "MAX_CHOICES", "MAX_LOGPROBS", "MAX_STOP_CHARS", "MAX_STOP_STRINGS", "AsyncEngine",
+           "BodyLimits", "background_server", "bind_socket", "create_app", "serve"]
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit on `stop`
 MAX_STOP_CHARS = 256  # each stop string is searched for in the whole reply at every token
 MAX_BODY_OVERHEAD = 64 * 1024  # bytes a request may carry beside its prompt or messages
 BODY_TIMEOUT_S = 30.0  # a request body must arrive whole within this time
+MAX_CHOICES = 16  # `n`: completions one request may ask for
+MAX_LOGPROBS = 20  # top alternatives per token (`logprobs`, `top_logprobs`), vLLM's default limit
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +78,10 @@ class AsyncEngine:
             updates = self._take_inbox()
             busy = self.engine.has_unfinished
             try:
-                updates += [request_output(seq) for seq in self.engine.step()] if busy else []
+                updates += _request_outputs(self.engine.step()) if busy else []
             except Exception:  # a bug must not kill the loop and strand every client: fail them all
                 logger.exception("engine step failed; ending the requests in flight")
-                updates += [request_output(seq) for seq in self.engine.abort_all("error")]
+                updates += _request_outputs(self.engine.abort_all("error"))
             for out in updates:
                 self._deliver(out)
             if not busy:
@@ -146,6 +149,11 @@ class AsyncEngine:
                 self._wake.set()
 
 
+def _request_outputs(seqs: list[Sequence]) -> list[RequestOutput]:
+    """One output per request among ``seqs`` (the n completions of a request are one reply)."""
+    return [request_output(root) for root in {id(seq.root): seq.root for seq in seqs}.values()]
+
+
 class _Body(BaseModel):
     """The request fields this server implements; any other field is refused with a 400 naming it,
     never silently ignored (a client asking for ``logprobs`` must not get a reply without them)."""
@@ -161,7 +169,7 @@ class _Body(BaseModel):
     stop: str | Annotated[list[Annotated[str, Field(max_length=MAX_STOP_CHARS)]],
                           Field(max_length=MAX_STOP_STRINGS)] | None = Field(default=None, max_length=MAX_STOP_CHARS)
     stream: bool = False
-    n: int = Field(default=1, ge=1, le=1)  # one choice per request
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     repetition_penalty: float = Field(default=1.0, gt=0)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
@@ -171,8 +179,17 @@ class _Body(BaseModel):
     stream_options: dict[str, Any] | None = None
 
 
+    def requested_logprobs(self) -> int | None:
+        """How many top alternatives per token the client asked for; None for no logprobs."""
+        return None
+
+
 class CompletionBody(_Body):
     prompt: str | list[int]
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+
+    def requested_logprobs(self) -> int | None:
+        return self.logprobs
 
 
 class ChatMessage(BaseModel):
@@ -182,6 +199,13 @@ class ChatMessage(BaseModel):
 
 class ChatBody(_Body):
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+
+    def requested_logprobs(self) -> int | None:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class BodyLimits:
@@ -256,6 +280,7 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
     # No token is longer than the vocabulary's longest entry (byte-level BPE: one character per byte),
     # so a text of more than max_model_len times that many UTF-8 bytes cannot fit: refused untokenised.
     longest_token = max(len(token) for token in engine.tokenizer.get_vocab())
+    token_bytes = token_bytes_table(engine.tokenizer)
     max_text_bytes = max_model_len * longest_token
     # JSON may spell a byte as up to 6 ("\u0000"); the rest of a request is small
     app.add_middleware(BodyLimits, max_bytes=6 * max_text_bytes + MAX_BODY_OVERHEAD, timeout_s=body_timeout_s)
@@ -295,6 +320,10 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
         max_tokens = body.max_tokens or (max(1, max_model_len - len(prompt_ids)) if chat else 16)
         if not prompt_ids:
             return _error(400, "the prompt is empty", param="prompt")
+        try:
+            logprobs = body.requested_logprobs()
+        except ValueError as err:
+            return _error(400, str(err), param="top_logprobs")
         if len(prompt_ids) + max_tokens > max_model_len:
             return _error(400, f"This model's maximum context length is {max_model_len} tokens; the prompt has "
                                f"{len(prompt_ids)} and max_tokens asks for {max_tokens} more.", param="max_tokens")
@@ -303,7 +332,7 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
                                   max_tokens=max_tokens, stop=body.stop or [], ignore_eos=body.ignore_eos,
                                   repetition_penalty=body.repetition_penalty,
                                   presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-                                  min_p=body.min_p, stop_token_ids=body.stop_token_ids)
+                                  min_p=body.min_p, stop_token_ids=body.stop_token_ids, n=body.n, logprobs=logprobs)
         except ValueError as err:
             return _error(400, str(err))
 
@@ -318,7 +347,8 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
         created = int(time.time())
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            events = _sse(engine.stream(request_id, updates), request_id, created, model_name, chat, params, usage)
+            events = _sse(engine.stream(request_id, updates), request_id, created, model_name, chat, params, usage,
+                          token_bytes)
             return StreamingResponse(events, media_type="text/event-stream")
         final, outputs = None, engine.stream(request_id, updates)
         try:
@@ -330,9 +360,9 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
             await outputs.aclose()  # an unfinished request is aborted here, freeing its blocks
         if final is None or not final.finished:
             return _error(400, "the client disconnected before the reply was complete")
-        if final.outputs[0].finish_reason == "error":
+        if any(o.finish_reason == "error" for o in final.outputs):
             return _error(500, "the engine failed while generating this reply", "server_error")
-        return _full_response(final, request_id, created, model_name, chat)
+        return _full_response(final, request_id, created, model_name, chat, params, token_bytes)
 
     @app.post("/v1/completions")
     async def completions(request: Request, body: CompletionBody) -> Any:
@@ -357,54 +387,86 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
 
 
 def _usage(out: RequestOutput) -> dict:
-    prompt, completion = len(out.prompt_token_ids), len(out.outputs[0].token_ids)
+    prompt, completion = len(out.prompt_token_ids), sum(len(o.token_ids) for o in out.outputs)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _full_response(out: RequestOutput, request_id: str, created: int, model: str, chat: bool) -> dict:
-    completion = out.outputs[0]
+def _logprobs_json(completion: CompletionOutput, start: int, chat: bool, k: int | None,
+                   token_bytes: list[bytes], text_offset: int = 0) -> dict | None:
+    """OpenAI's logprobs of ``completion``'s tokens from index ``start`` on (None when not asked for):
+    chat's ``{"content": [...]}`` with each token's bytes, or the completions API's four lists."""
+    if k is None or completion.logprobs is None:
+        return None
+    steps = list(zip(completion.token_ids[start:], completion.logprobs[start:], strict=True))
+
+    def top(entry: dict) -> list[tuple[int, object]]:
+        return sorted(((t, lp) for t, lp in entry.items() if lp.rank <= k), key=lambda item: item[1].rank)
+
     if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": completion.text},
-                  "finish_reason": completion.finish_reason}
-    else:
-        choice = {"index": 0, "text": completion.text, "logprobs": None, "finish_reason": completion.finish_reason}
+        def item(token_id: int, lp) -> dict:
+            return {"token": lp.decoded_token, "logprob": lp.logprob, "bytes": list(token_bytes[token_id])}
+        return {"content": [item(t, e[t]) | {"top_logprobs": [item(*pair) for pair in top(e)]} for t, e in steps]}
+    tokens = [e[t].decoded_token for t, e in steps]
+    offsets = [text_offset + sum(len(piece) for piece in tokens[:i]) for i in range(len(tokens))]
+    return {"tokens": tokens, "token_logprobs": [e[t].logprob for t, e in steps],
+            "top_logprobs": [{lp.decoded_token: lp.logprob for _, lp in top(e)} for _, e in steps],
+            "text_offset": offsets}
+
+
+def _full_response(out: RequestOutput, request_id: str, created: int, model: str, chat: bool,
+                   params: SamplingParams, token_bytes: list[bytes]) -> dict:
+    choices = []
+    for completion in out.outputs:
+        logprobs = _logprobs_json(completion, 0, chat, params.logprobs, token_bytes)
+        if chat:
+            choices.append({"index": completion.index, "message": {"role": "assistant", "content": completion.text},
+                            "logprobs": logprobs, "finish_reason": completion.finish_reason})
+        else:
+            choices.append({"index": completion.index, "text": completion.text, "logprobs": logprobs,
+                            "finish_reason": completion.finish_reason})
     return {"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": created,
-            "model": model, "choices": [choice], "usage": _usage(out)}
+            "model": model, "choices": choices, "usage": _usage(out)}
 
 
 async def _sse(outputs: AsyncIterator[RequestOutput], request_id: str, created: int, model: str, chat: bool,
-               params: SamplingParams, include_usage: bool) -> AsyncIterator[str]:
-    """Server-sent events: a chunk per new piece of text. Text that could still turn out to be
-    the start of a stop string, or half of a multi-byte character, is held back until it is safe."""
+               params: SamplingParams, include_usage: bool, token_bytes: list[bytes]) -> AsyncIterator[str]:
+    """Server-sent events: a chunk per new piece of text of each of the n choices, with the logprobs
+    of the tokens generated since its last chunk. Text that could still turn out to be the start
+    of a stop string, or half of a multi-byte character, is held back until it is safe."""
     obj = "chat.completion.chunk" if chat else "text_completion"
     hold = max((len(s) for s in params.stop), default=1) - 1
-    sent = 0
+    sent_chars, sent_tokens, done = [0] * params.n, [0] * params.n, [False] * params.n
 
-    def chunk(text: str | None, finish: str | None, first: bool = False) -> str:
-        if chat:
-            delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
-            choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-        body = {"id": request_id, "object": obj, "created": created, "model": model, "choices": [choice]}
+    def event(choices: list[dict], **extra) -> str:
+        body = {"id": request_id, "object": obj, "created": created, "model": model, "choices": choices} | extra
         return f"data: {json.dumps(body)}\n\n"
 
+    def choice(completion: CompletionOutput, text: str, finish: str | None) -> dict:
+        i = completion.index
+        logprobs = _logprobs_json(completion, sent_tokens[i], chat, params.logprobs, token_bytes, sent_chars[i])
+        if chat:
+            return {"index": i, "delta": {"content": text} if text else {}, "logprobs": logprobs,
+                    "finish_reason": finish}
+        return {"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish}
+
     if chat:
-        yield chunk(None, None, first=True)
+        for i in range(params.n):
+            yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
     last = None
     async for out in outputs:
         last = out
-        text = out.outputs[0].text
-        safe = len(text) if out.finished else max(sent, len(text) - hold)
-        while safe > sent and text[safe - 1] == "\ufffd":  # an incomplete character: wait for its other bytes
-            safe -= 1
-        if safe > sent or out.finished:
-            yield chunk(text[sent:safe], out.outputs[0].finish_reason if out.finished else None)
-            sent = safe
+        for completion in out.outputs:
+            i, text, finished = completion.index, completion.text, completion.finish_reason is not None
+            if done[i]:
+                continue
+            safe = len(text) if finished else max(sent_chars[i], len(text) - hold)
+            while safe > sent_chars[i] and text[safe - 1] == "\ufffd":  # an incomplete character: wait for the rest
+                safe -= 1
+            if safe > sent_chars[i] or finished:
+                yield event([choice(completion, text[sent_chars[i]:safe], completion.finish_reason)])
+                sent_chars[i], sent_tokens[i], done[i] = safe, len(completion.token_ids), finished
     if include_usage and last is not None:
-        body = {"id": request_id, "object": obj, "created": created, "model": model, "choices": [],
-                "usage": _usage(last)}
-        yield f"data: {json.dumps(body)}\n\n"
+        yield event([], usage=_usage(last))
     yield "data: [DONE]\n\n"
 
 
