@@ -19,6 +19,7 @@ event loop waits for a step, so a long prefill delays no other route.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import queue
@@ -39,7 +40,7 @@ from starlette.exceptions import HTTPException
 from course_utils.defaults import DEFAULT_MODEL
 from course_utils.serving.engine import LLMEngine
 from course_utils.serving.llm import CompletionOutput, RequestOutput, request_output
-from course_utils.serving.logprobs import token_bytes_table
+from course_utils.serving.logprobs import Logprob, token_bytes_table
 from course_utils.serving.sampling import SamplingParams
 from course_utils.serving.sequence import Sequence, SequenceStatus
 
@@ -177,7 +178,6 @@ class _Body(BaseModel):
     stop_token_ids: list[int] = Field(default_factory=list, max_length=MAX_STOP_STRINGS * 16)  # vLLM's extra
     ignore_eos: bool = False
     stream_options: dict[str, Any] | None = None
-
 
     def requested_logprobs(self) -> int | None:
         """How many top alternatives per token the client asked for; None for no logprobs."""
@@ -399,31 +399,35 @@ def _logprobs_json(completion: CompletionOutput, start: int, chat: bool, k: int 
         return None
     steps = list(zip(completion.token_ids[start:], completion.logprobs[start:], strict=True))
 
-    def top(entry: dict) -> list[tuple[int, object]]:
+    def top(entry: dict[int, Logprob]) -> list[tuple[int, Logprob]]:
         return sorted(((t, lp) for t, lp in entry.items() if lp.rank <= k), key=lambda item: item[1].rank)
 
     if chat:
-        def item(token_id: int, lp) -> dict:
+        def item(token_id: int, lp: Logprob) -> dict:
             return {"token": lp.decoded_token, "logprob": lp.logprob, "bytes": list(token_bytes[token_id])}
         return {"content": [item(t, e[t]) | {"top_logprobs": [item(*pair) for pair in top(e)]} for t, e in steps]}
     tokens = [e[t].decoded_token for t, e in steps]
-    offsets = [text_offset + sum(len(piece) for piece in tokens[:i]) for i in range(len(tokens))]
+    offsets = list(itertools.accumulate((len(piece) for piece in tokens[:-1]), initial=text_offset))[:len(tokens)]
     return {"tokens": tokens, "token_logprobs": [e[t].logprob for t, e in steps],
             "top_logprobs": [{lp.decoded_token: lp.logprob for _, lp in top(e)} for _, e in steps],
             "text_offset": offsets}
 
 
+def _choice(index: int, text: str, logprobs: dict | None, finish: str | None, chat: bool, stream: bool) -> dict:
+    """One entry of ``choices``: a whole reply, or a streamed piece of one."""
+    if not chat:
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+    if stream:
+        return {"index": index, "delta": {"content": text} if text else {}, "logprobs": logprobs,
+                "finish_reason": finish}
+    return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+            "finish_reason": finish}
+
+
 def _full_response(out: RequestOutput, request_id: str, created: int, model: str, chat: bool,
                    params: SamplingParams, token_bytes: list[bytes]) -> dict:
-    choices = []
-    for completion in out.outputs:
-        logprobs = _logprobs_json(completion, 0, chat, params.logprobs, token_bytes)
-        if chat:
-            choices.append({"index": completion.index, "message": {"role": "assistant", "content": completion.text},
-                            "logprobs": logprobs, "finish_reason": completion.finish_reason})
-        else:
-            choices.append({"index": completion.index, "text": completion.text, "logprobs": logprobs,
-                            "finish_reason": completion.finish_reason})
+    choices = [_choice(c.index, c.text, _logprobs_json(c, 0, chat, params.logprobs, token_bytes), c.finish_reason,
+                       chat, stream=False) for c in out.outputs]
     return {"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": created,
             "model": model, "choices": choices, "usage": _usage(out)}
 
@@ -441,14 +445,6 @@ async def _sse(outputs: AsyncIterator[RequestOutput], request_id: str, created: 
         body = {"id": request_id, "object": obj, "created": created, "model": model, "choices": choices} | extra
         return f"data: {json.dumps(body)}\n\n"
 
-    def choice(completion: CompletionOutput, text: str, finish: str | None) -> dict:
-        i = completion.index
-        logprobs = _logprobs_json(completion, sent_tokens[i], chat, params.logprobs, token_bytes, sent_chars[i])
-        if chat:
-            return {"index": i, "delta": {"content": text} if text else {}, "logprobs": logprobs,
-                    "finish_reason": finish}
-        return {"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish}
-
     if chat:
         for i in range(params.n):
             yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
@@ -463,7 +459,9 @@ async def _sse(outputs: AsyncIterator[RequestOutput], request_id: str, created: 
             while safe > sent_chars[i] and text[safe - 1] == "\ufffd":  # an incomplete character: wait for the rest
                 safe -= 1
             if safe > sent_chars[i] or finished:
-                yield event([choice(completion, text[sent_chars[i]:safe], completion.finish_reason)])
+                logprobs = _logprobs_json(completion, sent_tokens[i], chat, params.logprobs, token_bytes, sent_chars[i])
+                piece = text[sent_chars[i]:safe]
+                yield event([_choice(i, piece, logprobs, completion.finish_reason, chat, stream=True)])
                 sent_chars[i], sent_tokens[i], done[i] = safe, len(completion.token_ids), finished
     if include_usage and last is not None:
         yield event([], usage=_usage(last))
