@@ -9,7 +9,7 @@ the answer it could have had. :func:`cache_rates` measures both on labelled pair
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,14 @@ class SemanticCache:
         self._vectors = vector if not self.questions else np.vstack([self._vectors, vector])
         self.questions.append(question)
         self.answers.append(answer)
+
+    def remove(self, indices: Iterable[int]) -> None:
+        """Forget the stored pairs at ``indices`` (an answer whose facts changed)."""
+        drop = set(indices)
+        keep = [i for i in range(len(self.questions)) if i not in drop]
+        self.questions = [self.questions[i] for i in keep]
+        self.answers = [self.answers[i] for i in keep]
+        self._vectors = self._vectors[keep] if keep else np.zeros((0, 0))
 
     def similarity(self, question: str) -> tuple[int, float]:
         """(index, cosine similarity) of the stored question closest to ``question``; (-1, -1.0) when empty."""

@@ -1,0 +1,41 @@
+"""Rates with their uncertainty, shared by the chapters.
+
+Every share a notebook or benchmark reports (answered, valid, accurate) is a :class:`Rate`: the
+count, the n it is out of, and a 95% Wilson interval (scipy's ``binomtest(...).proportion_ci``),
+which stays inside [0, 1] and is honest at 0/n and n/n where the normal approximation is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scipy.stats import binomtest
+
+__all__ = ["Rate", "rate"]
+
+
+@dataclass(frozen=True)
+class Rate:
+    k: int
+    n: int
+    low: float  # 95% Wilson interval
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n
+
+    def __str__(self) -> str:
+        return f"{self.value:.1%} ({self.k}/{self.n}, 95% CI {self.low:.1%}-{self.high:.1%})"
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"rate": round(self.value, 4), "k": self.k, "n": self.n,
+                "ci95": [round(self.low, 4), round(self.high, 4)]}
+
+
+def rate(k: int, n: int, confidence: float = 0.95) -> Rate:
+    """``k`` successes out of ``n`` trials, with a Wilson interval at ``confidence``."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"a rate needs 0 <= k <= n and n > 0, got k={k}, n={n}")
+    interval = binomtest(k, n).proportion_ci(confidence, method="wilson")
+    return Rate(k, n, float(interval.low), float(interval.high))
