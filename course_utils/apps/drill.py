@@ -10,18 +10,29 @@ openai client's ``max_retries``) are counted the same way as ours.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
+import httpx
 import numpy as np
+import openai
 
-from course_utils.apps.fallback import Answer, Level
-from course_utils.apps.faults import FaultProxy
+from course_utils.apps.breaker import CircuitBreaker
+from course_utils.apps.fallback import ESCALATION_TEXT, Answer, Level, ResilientClient
+from course_utils.apps.faults import FaultPlan, FaultProxy, Outage
+from course_utils.apps.providers import Provider
+from course_utils.apps.retry import RetryPolicy
+from course_utils.context.semantic_cache import SemanticCache
 from course_utils.stats import rate
+from course_utils.tasks import load_task
 
-__all__ = ["DrillResult", "run_drill"]
+__all__ = ["STRATEGIES", "DrillResult", "drill_questions", "run_drill", "standard_drill"]
+
+STRATEGIES = ("no resilience", "openai max_retries=3", "retries only", "full stack")
 
 
 @dataclass
@@ -75,3 +86,72 @@ async def run_drill(strategy: str, ask: Callable[[str], Awaitable[Answer]], ques
         faults.update(str(fault).lower() if fault else "none" for fault in proxy.counts().elements())
     return DrillResult(strategy, [level for level, _ in outcomes], [latency for _, latency in outcomes],
                        sum(len(proxy.log) for proxy in proxies), dict(sorted(faults.items())))
+
+
+def drill_questions(n: int, seed: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
+    """``n`` questions drawn from course_utils/data/cache_queries.jsonl (each FAQ item's question or
+    its paraphrase, shuffled by ``seed``) and the static FAQ: the first half of the items' answers."""
+    items = load_task("cache_queries")
+    pool = [item[key] for item in items for key in ("question", "paraphrase")]
+    rng = random.Random(seed)
+    questions = [rng.choice(pool) for _ in range(n)]
+    return questions, [(item["question"], item["answer"]) for item in items[: len(items) // 2]]
+
+
+async def standard_drill(upstream: str, model: str, embedder, n: int = 200, rate_per_s: float = 8.0,
+                         strategies: Sequence[str] = STRATEGIES, max_tokens: int = 8, seed: int = 0,
+                         progress: Callable[[DrillResult], None] | None = None) -> list[DrillResult]:
+    """The chapter's drill: provider A (the primary) is down for the middle half of the run and
+    provider B answers 10% of its requests with 429 (Retry-After 0.5 s); both are fault proxies in
+    front of the real server at ``upstream`` (its root URL). Each strategy gets fresh proxies with
+    the same schedule and the same ``n`` questions at ``rate_per_s``.
+    """
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(f"unknown strategy {unknown}; choose from {', '.join(STRATEGIES)}")
+    duration = n / rate_per_s
+    plan_a = FaultPlan(outages=(Outage(0.25 * duration, 0.75 * duration, "unavailable"),), seed=seed)
+    plan_b = FaultPlan({"rate_limit": 0.10}, seed=seed + 1, retry_after_s=0.5)
+    questions, faq = drill_questions(n, seed)
+    results = []
+    for strategy in strategies:
+        with ExitStack() as stack:
+            a = stack.enter_context(FaultProxy(upstream, plan_a, "A"))
+            b = stack.enter_context(FaultProxy(upstream, plan_b, "B"))
+            providers = [Provider("A", a.url, model), Provider("B", b.url, model)]
+            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=None)) as http:
+                ask = _strategy(strategy, providers, http, embedder, faq, max_tokens, seed)
+                result = await run_drill(strategy, ask, questions, rate_per_s, [a, b])
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return results
+
+
+def _strategy(name: str, providers: list[Provider], http: httpx.AsyncClient, embedder,
+              faq: Sequence[tuple[str, str]], max_tokens: int, seed: int) -> Callable[[str], Awaitable[Answer]]:
+    primary = providers[0]
+    if name == "no resilience":
+        return ResilientClient([primary], http, max_tokens=max_tokens).answer
+    if name == "retries only":
+        return ResilientClient([primary], http, RetryPolicy(), max_tokens=max_tokens, seed=seed).answer
+    if name == "full stack":
+        static = SemanticCache(embedder, 0.8)
+        for question, answer in faq:
+            static.add(question, answer)
+        return ResilientClient(providers, http, RetryPolicy(max_attempts=3, base_s=0.5, deadline_s=10.0),
+                               breakers=True, balance="p2c", semantic_cache=SemanticCache(embedder, 0.8),
+                               static_answers=static, max_tokens=max_tokens, seed=seed,
+                               breaker_factory=lambda: CircuitBreaker(5, reset_timeout_s=2.0)).answer
+    client = openai.AsyncOpenAI(base_url=primary.base_url, api_key="not-needed", max_retries=3,
+                                timeout=primary.timeout_s, http_client=http)
+
+    async def official(question: str) -> Answer:
+        try:
+            completion = await client.chat.completions.create(
+                model=primary.model, messages=[{"role": "user", "content": question}], max_tokens=max_tokens,
+                temperature=0)
+        except openai.OpenAIError as err:
+            return Answer(ESCALATION_TEXT, Level.ESCALATION, errors=[str(err)])
+        return Answer(completion.choices[0].message.content or "", Level.LIVE, primary.name)
+    return official
