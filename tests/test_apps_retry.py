@@ -9,7 +9,7 @@ from tenacity import retry_if_exception_type, stop_after_attempt, wait_exponenti
 
 from course_utils.apps.balancer import Balancer
 from course_utils.apps.breaker import BreakerState, CircuitBreaker
-from course_utils.apps.retry import RetryPolicy, Retryable, call_with_retries
+from course_utils.apps.retry import Retryable, RetryPolicy, call_with_retries
 
 
 class FakeClock:
