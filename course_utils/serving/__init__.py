@@ -6,13 +6,15 @@
 * :mod:`~course_utils.serving.scheduler`: prefill/decode steps, token budget, preemption.
 * :mod:`~course_utils.serving.model_runner`: the packed forward pass through the paged pool.
 * :mod:`~course_utils.serving.engine`: the step loop; :mod:`~course_utils.serving.llm`: ``LLM``.
+* :mod:`~course_utils.serving.structured`: structured outputs (llguidance), and
+  :mod:`~course_utils.serving.token_dfa`, the same masks from scratch for a regex subset.
 * :mod:`~course_utils.serving.roofline`: measured FLOP/s and bandwidth, and the decode roofline.
 """
 
 from importlib import import_module
 
-__all__ = ["LLM", "RequestOutput", "SamplingParams"]
-_HOMES = {"LLM": "llm", "RequestOutput": "llm", "SamplingParams": "sampling"}
+__all__ = ["LLM", "RequestOutput", "SamplingParams", "StructuredOutputs"]
+_HOMES = {"LLM": "llm", "RequestOutput": "llm", "SamplingParams": "sampling", "StructuredOutputs": "structured"}
 
 
 def __getattr__(name: str):

@@ -29,6 +29,7 @@ from course_utils.serving.sampling import NO_IDS, SamplingParams, next_token_pro
 from course_utils.serving.scheduler import Scheduler
 from course_utils.serving.sequence import Sequence
 from course_utils.serving.speculative import SpeculativeStats, ngram_draft, verify
+from course_utils.serving.structured import Matcher, MatcherFactory
 
 __all__ = ["EngineConfig", "LLMEngine"]
 
@@ -49,6 +50,8 @@ class LLMEngine:
         self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [])
         self.requests: dict[str, Sequence] = {}  # request id -> its first sequence (see Sequence.group)
         self._generators: dict[int, torch.Generator | None] = {}
+        self._matchers: dict[int, Matcher] = {}  # seq id -> where it stands in its structured-output grammar
+        self._grammars = MatcherFactory(tokenizer, model.config.vocab_size)
 
     def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Raise ValueError (one line, naming the problem) if the request cannot be served; no side effects."""
@@ -74,6 +77,8 @@ class LLMEngine:
         if seq.request_id in self.requests:
             raise ValueError(f"request id {seq.request_id!r} is already in use")
         generator = params.generator(self.runner.device)  # before the request is registered: nothing to undo
+        if params.structured_outputs is not None:  # a grammar that does not compile is refused here
+            self._matchers[seq.seq_id] = self._grammars.create(params.structured_outputs)
         self.requests[seq.request_id] = seq
         self._generators[seq.seq_id] = generator
         self.scheduler.add(seq)
@@ -86,6 +91,7 @@ class LLMEngine:
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
             self._generators.pop(seq.seq_id, None)
+            self._matchers.pop(seq.seq_id, None)
 
     def abort_all(self, reason: str = "abort") -> list[Sequence]:
         """End every request in flight with ``reason``; returns them."""
@@ -94,6 +100,7 @@ class LLMEngine:
             self.scheduler.finish(seq, reason)
         self.requests.clear()
         self._generators.clear()
+        self._matchers.clear()
         return ended
 
     @property
@@ -153,6 +160,8 @@ class LLMEngine:
                             parent=parent, arrival_time=parent.arrival_time)
             parent.forks.append(fork)
             self._generators[fork.seq_id] = parent.params.generator(self.runner.device, index)
+            if parent.params.structured_outputs is not None:
+                self._matchers[fork.seq_id] = self._grammars.create(parent.params.structured_outputs)
             if self.scheduler.has_room and self.manager.can_fork(parent):
                 if copy := self.manager.fork(parent, fork):
                     self.runner.cache.copy_block(*copy)
@@ -178,6 +187,13 @@ class LLMEngine:
                 self._end(seq, "error")
                 return False
         for token, entry in zip(tokens, entries, strict=True):
+            if (matcher := self._matchers.get(seq.seq_id)) is not None:
+                try:
+                    matcher.consume(token)
+                except ValueError:
+                    logger.exception("the grammar refused a sampled token for %s; ending it alone", seq.request_id)
+                    self._end(seq, "error")
+                    return False
             if reason := self._append(seq, token, entry):
                 self._end(seq, reason)
                 return False
@@ -200,7 +216,7 @@ class LLMEngine:
         """How many drafts ``seq`` may check: all of them and a bonus token must fit its max_tokens and
         the context. 0 with a penalty, whose distribution would change within the step."""
         p = seq.params
-        if p.reads_history:
+        if p.reads_history or p.structured_outputs is not None:
             return 0
         room = min(p.max_tokens - len(seq.output_token_ids), self.config.max_model_len - len(seq)) - 1
         return max(0, min(self.config.num_speculative_tokens, room))
@@ -255,8 +271,9 @@ class LLMEngine:
             seen = [torch.tensor(s.token_ids) if s.params.reads_history else NO_IDS for s, _ in part]
             outputs = [torch.tensor(s.output_token_ids, dtype=torch.long) if s.params.reads_history else NO_IDS
                        for s, _ in part]
-            return sample(torch.stack([logits for _, logits in part]), [s.params for s, _ in part], seen,
-                          [self._generators[s.seq_id] for s, _ in part], outputs).tolist()
+            rows = torch.stack([self._constrained(s, logits) for s, logits in part])
+            return sample(rows, [s.params for s, _ in part], seen, [self._generators[s.seq_id] for s, _ in part],
+                          outputs).tolist()
 
         generators = [g for s, _ in rows if (g := self._generators[s.seq_id]) is not None]
         states, global_state = [g.get_state() for g in generators], torch.get_rng_state()
@@ -276,9 +293,15 @@ class LLMEngine:
                 out.append(None)
         return out
 
+    def _constrained(self, seq: Sequence, logits: torch.Tensor) -> torch.Tensor:
+        """(V,) ``logits`` with the tokens ``seq``'s grammar forbids set to -inf (unchanged without one)."""
+        matcher = self._matchers.get(seq.seq_id)
+        return logits if matcher is None else logits.masked_fill(~matcher.allowed().to(logits.device), float("-inf"))
+
     def _end(self, seq: Sequence, reason: str) -> None:
         self.scheduler.finish(seq, reason)
         self._generators.pop(seq.seq_id, None)
+        self._matchers.pop(seq.seq_id, None)
         if all(s.is_finished for s in seq.group):  # the request is done once all its completions are
             self.requests.pop(seq.request_id, None)
 

@@ -167,7 +167,15 @@ def _load_vllm(model: str, engine_args: dict):
 def _to_vllm(params: SamplingParams):
     import vllm
 
-    return vllm.SamplingParams(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
+    structured = params.structured_outputs
+    extra = {}
+    if structured is not None:  # vLLM >= 0.10.2 names; its own backend (xgrammar or guidance) compiles it
+        from vllm.sampling_params import StructuredOutputsParams
+
+        extra["structured_outputs"] = StructuredOutputsParams(
+            json=structured.json, regex=structured.regex, choice=list(structured.choice) if structured.choice else None,
+            json_object=structured.json_object or None)
+    return vllm.SamplingParams(**extra, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
                                seed=params.seed, max_tokens=params.max_tokens, stop=params.stop,
                                stop_token_ids=params.stop_token_ids, ignore_eos=params.ignore_eos,
                                repetition_penalty=params.repetition_penalty, presence_penalty=params.presence_penalty,

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from course_utils.serving.structured import StructuredOutputs
+
 __all__ = ["NO_IDS", "SEED_RANGE", "SamplingParams", "apply_output_penalties", "apply_repetition_penalty", "min_p_mask",
            "next_token_probs", "sample", "top_k_mask", "top_p_mask"]
 
@@ -51,6 +53,7 @@ class SamplingParams:
     min_p: float = 0.0  # drop tokens less likely than min_p times the most likely one; 0 = off
     n: int = 1  # completions of the prompt to return (forks sharing its KV blocks)
     logprobs: int | None = None  # per output token: its log-probability and the top `logprobs` ones; None = off
+    structured_outputs: StructuredOutputs | None = None  # a JSON schema, regex or choice the output must follow
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -82,6 +85,8 @@ class SamplingParams:
             problems.append("stop must be a list of non-empty strings")
         if not isinstance(self.stop_token_ids, list) or not all(_integer(t) and t >= 0 for t in self.stop_token_ids):
             problems.append("stop_token_ids must be a list of non-negative integers")
+        if self.structured_outputs is not None and not isinstance(self.structured_outputs, StructuredOutputs):
+            problems.append("structured_outputs must be a StructuredOutputs (json=, regex=, choice= or json_object=)")
         if problems:
             raise ValueError("; ".join(problems))
 
