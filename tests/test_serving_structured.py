@@ -91,7 +91,7 @@ def test_a_bad_structured_request_is_refused_in_one_line(factory):
         assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="does not compile"):
         factory.create(StructuredOutputs(regex="(unclosed"))
-    with pytest.raises(ValueError, match="json_object"):
+    with pytest.raises(ValueError, match="json_object or Lark"):
         factory.create(StructuredOutputs(json_object=True, backend="course"))
     with pytest.raises(ValueError, match="structured_outputs must be"):
         SamplingParams(structured_outputs={"json": CONVERT})

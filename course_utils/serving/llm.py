@@ -174,7 +174,7 @@ def _to_vllm(params: SamplingParams):
 
         extra["structured_outputs"] = StructuredOutputsParams(
             json=structured.json, regex=structured.regex, choice=list(structured.choice) if structured.choice else None,
-            json_object=structured.json_object or None)
+            json_object=structured.json_object or None, grammar=structured.grammar)
     return vllm.SamplingParams(**extra, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
                                seed=params.seed, max_tokens=params.max_tokens, stop=params.stop,
                                stop_token_ids=params.stop_token_ids, ignore_eos=params.ignore_eos,

@@ -29,12 +29,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 
 from course_utils.defaults import DEFAULT_MODEL
@@ -43,6 +43,16 @@ from course_utils.serving.llm import CompletionOutput, RequestOutput, request_ou
 from course_utils.serving.logprobs import Logprob, token_bytes_table
 from course_utils.serving.sampling import SamplingParams
 from course_utils.serving.sequence import Sequence, SequenceStatus
+from course_utils.serving.structured import StructuredOutputs
+from course_utils.serving.tools import (
+    MAX_TOOLS,
+    ChatPlan,
+    ResponseFormat,
+    ToolDef,
+    may_become_call,
+    parse_reply,
+    plan_chat,
+)
 
 __all__ = ["BODY_TIMEOUT_S", "MAX_CHOICES", "MAX_LOGPROBS", "MAX_STOP_CHARS", "MAX_STOP_STRINGS", "AsyncEngine",
            "BodyLimits", "background_server", "bind_socket", "create_app", "serve"]
@@ -193,14 +203,28 @@ class CompletionBody(_Body):
 
 
 class ChatMessage(BaseModel):
-    role: str
-    content: str
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_TOOLS)  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant message with tool_calls may leave it out)")
+        return self
 
 
 class ChatBody(_Body):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    tools: list[ToolDef] | None = Field(default=None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None  # accepted; a constrained reply holds one call
+    response_format: ResponseFormat | None = None
 
     def requested_logprobs(self) -> int | None:
         if self.top_logprobs is not None and not self.logprobs:
@@ -312,7 +336,8 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0,
                                             "owned_by": "llm-course", "max_model_len": max_model_len}]}
 
-    def check(body: _Body, prompt_ids: list[int], chat: bool) -> SamplingParams | JSONResponse:
+    def check(body: _Body, prompt_ids: list[int], chat: bool,
+              structured: StructuredOutputs | None = None) -> SamplingParams | JSONResponse:
         if body.model != model_name:
             return _error(404, f"The model `{body.model}` does not exist; this server has `{model_name}`.",
                           "not_found_error", "model")
@@ -332,23 +357,26 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
                                   max_tokens=max_tokens, stop=body.stop or [], ignore_eos=body.ignore_eos,
                                   repetition_penalty=body.repetition_penalty,
                                   presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-                                  min_p=body.min_p, stop_token_ids=body.stop_token_ids, n=body.n, logprobs=logprobs)
+                                  min_p=body.min_p, stop_token_ids=body.stop_token_ids, n=body.n, logprobs=logprobs,
+                                  structured_outputs=structured)
         except ValueError as err:
             return _error(400, str(err))
 
-    async def respond(request: Request, body: _Body, prompt_ids: list[int], chat: bool) -> Any:
-        params = check(body, prompt_ids, chat)
+    async def respond(request: Request, body: _Body, prompt_ids: list[int], chat: bool,
+                      plan: ChatPlan | None = None) -> Any:
+        params = check(body, prompt_ids, chat, plan.structured if plan is not None else None)
         if isinstance(params, JSONResponse):
             return params
         try:
             request_id, updates = engine.add(prompt_ids, params)
         except ValueError as err:
-            return _error(400, str(err), param="prompt")
+            return _error(400, str(err), param="prompt" if params.structured_outputs is None else
+                          "tools" if plan.tool_mode != "none" else "response_format")
         created = int(time.time())
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
             events = _sse(engine.stream(request_id, updates), request_id, created, model_name, chat, params, usage,
-                          token_bytes)
+                          token_bytes, plan)
             return StreamingResponse(events, media_type="text/event-stream")
         final, outputs = None, engine.stream(request_id, updates)
         try:
@@ -362,7 +390,7 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
             return _error(400, "the client disconnected before the reply was complete")
         if any(o.finish_reason == "error" for o in final.outputs):
             return _error(500, "the engine failed while generating this reply", "server_error")
-        return _full_response(final, request_id, created, model_name, chat, params, token_bytes)
+        return _full_response(final, request_id, created, model_name, chat, params, token_bytes, plan)
 
     @app.post("/v1/completions")
     async def completions(request: Request, body: CompletionBody) -> Any:
@@ -373,15 +401,19 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: ChatBody) -> Any:
-        messages = [m.model_dump() for m in body.messages]
-        if refused := too_long(sum(len(m["content"].encode()) for m in messages), "messages"):
+        try:
+            plan = plan_chat([m.model_dump() for m in body.messages], body.tools, body.tool_choice,
+                             body.response_format)
+        except ValueError as err:
+            return _error(400, str(err), param=str(err).split(":")[0].split(".")[0])
+        if refused := too_long(sum(len(m["content"].encode()) for m in plan.messages), "messages"):
             return refused
         try:
-            text = await asyncio.to_thread(engine.tokenizer.apply_chat_template, messages, tokenize=False,
+            text = await asyncio.to_thread(engine.tokenizer.apply_chat_template, plan.messages, tokenize=False,
                                            add_generation_prompt=True)
         except Exception as err:  # a template may reject a role order; that is the client's to fix
             return _error(400, f"messages could not be rendered with the chat template: {err}", param="messages")
-        return await respond(request, body, await asyncio.to_thread(tokenize, text), chat=True)
+        return await respond(request, body, await asyncio.to_thread(tokenize, text), chat=True, plan=plan)
 
     return app
 
@@ -413,30 +445,40 @@ def _logprobs_json(completion: CompletionOutput, start: int, chat: bool, k: int 
             "text_offset": offsets}
 
 
-def _choice(index: int, text: str, logprobs: dict | None, finish: str | None, chat: bool, stream: bool) -> dict:
-    """One entry of ``choices``: a whole reply, or a streamed piece of one."""
+def _choice(index: int, text: str, logprobs: dict | None, finish: str | None, chat: bool, stream: bool,
+            plan: ChatPlan | None = None) -> dict:
+    """One entry of ``choices``: a whole reply, or a streamed piece of one. A chat reply with tool
+    calls (only ever whole: calls are held back while streaming) carries them, content possibly
+    None, and finish reason ``tool_calls``."""
     if not chat:
         return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+    content, calls = parse_reply(text, plan) if finish is not None or not stream else (text, [])
+    if calls and finish == "stop":
+        finish = "tool_calls"
     if stream:
-        return {"index": index, "delta": {"content": text} if text else {}, "logprobs": logprobs,
-                "finish_reason": finish}
-    return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-            "finish_reason": finish}
+        delta = {"content": content} if content else {}
+        if calls:
+            delta["tool_calls"] = [{"index": j, **call} for j, call in enumerate(calls)]
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    message = {"role": "assistant", "content": content} | ({"tool_calls": calls} if calls else {})
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
 
 
 def _full_response(out: RequestOutput, request_id: str, created: int, model: str, chat: bool,
-                   params: SamplingParams, token_bytes: list[bytes]) -> dict:
+                   params: SamplingParams, token_bytes: list[bytes], plan: ChatPlan | None = None) -> dict:
     choices = [_choice(c.index, c.text, _logprobs_json(c, 0, chat, params.logprobs, token_bytes), c.finish_reason,
-                       chat, stream=False) for c in out.outputs]
+                       chat, stream=False, plan=plan) for c in out.outputs]
     return {"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": created,
             "model": model, "choices": choices, "usage": _usage(out)}
 
 
 async def _sse(outputs: AsyncIterator[RequestOutput], request_id: str, created: int, model: str, chat: bool,
-               params: SamplingParams, include_usage: bool, token_bytes: list[bytes]) -> AsyncIterator[str]:
+               params: SamplingParams, include_usage: bool, token_bytes: list[bytes],
+               plan: ChatPlan | None = None) -> AsyncIterator[str]:
     """Server-sent events: a chunk per new piece of text of each of the n choices, with the logprobs
     of the tokens generated since its last chunk. Text that could still turn out to be the start
-    of a stop string, or half of a multi-byte character, is held back until it is safe."""
+    of a stop string, or half of a multi-byte character, is held back until it is safe; so is a
+    reply that may be a tool call, which is sent whole, as OpenAI's ``tool_calls`` delta, at its end."""
     obj = "chat.completion.chunk" if chat else "text_completion"
     hold = max((len(s) for s in params.stop), default=1) - 1
     sent_chars, sent_tokens, done = [0] * params.n, [0] * params.n, [False] * params.n
@@ -455,13 +497,17 @@ async def _sse(outputs: AsyncIterator[RequestOutput], request_id: str, created: 
             i, text, finished = completion.index, completion.text, completion.finish_reason is not None
             if done[i]:
                 continue
+            if sent_chars[i] == 0 and not finished and may_become_call(text, plan):
+                continue  # maybe a tool call: nothing is sent until it is known
             safe = len(text) if finished else max(sent_chars[i], len(text) - hold)
             while safe > sent_chars[i] and text[safe - 1] == "\ufffd":  # an incomplete character: wait for the rest
                 safe -= 1
             if safe > sent_chars[i] or finished:
                 logprobs = _logprobs_json(completion, sent_tokens[i], chat, params.logprobs, token_bytes, sent_chars[i])
+                whole = finished and sent_chars[i] == 0  # a reply sent in one piece may hold tool calls
                 piece = text[sent_chars[i]:safe]
-                yield event([_choice(i, piece, logprobs, completion.finish_reason, chat, stream=True)])
+                yield event([_choice(i, piece, logprobs, completion.finish_reason, chat, stream=True,
+                                     plan=plan if whole else None)])
                 sent_chars[i], sent_tokens[i], done[i] = safe, len(completion.token_ids), finished
     if include_usage and last is not None:
         yield event([], usage=_usage(last))

@@ -1,7 +1,8 @@
 """Structured outputs: the tokens a grammar allows next, for the engine's sampler.
 
-A request asks for one of four shapes (:class:`StructuredOutputs`, vLLM's names): a JSON schema, any
-JSON object, a regex, or one string out of a list. The engine keeps a :class:`Matcher` per
+A request asks for one of five shapes (:class:`StructuredOutputs`, vLLM's names): a JSON schema, any
+JSON object, a regex, one string out of a list, or a Lark grammar (llguidance's dialect, which may
+embed JSON schemas with ``%json``: how tool calls are constrained). The engine keeps a :class:`Matcher` per
 sequence; before each draw the logits of the tokens the matcher forbids are set to -inf, and the
 drawn token is fed back to it. Two backends:
 
@@ -31,19 +32,20 @@ JSON_OPTIONS = {"whitespace_flexible": False}
 @dataclass(frozen=True)
 class StructuredOutputs:
     """Exactly one of: ``json`` (a JSON schema, as a dict or its text), ``json_object`` (any JSON
-    object), ``regex``, ``choice`` (one of these strings)."""
+    object), ``regex``, ``choice`` (one of these strings), ``grammar`` (Lark, llguidance's dialect)."""
 
     json: dict[str, Any] | str | None = None
     regex: str | None = None
     choice: tuple[str, ...] | list[str] | None = None
     json_object: bool = False
+    grammar: str | None = None
     backend: str = "llguidance"
 
     def __post_init__(self):
-        given = [name for name in ("json", "regex", "choice") if getattr(self, name) is not None]
+        given = [name for name in ("json", "regex", "choice", "grammar") if getattr(self, name) is not None]
         given += ["json_object"] if self.json_object else []
         if len(given) != 1:
-            raise ValueError("structured outputs take exactly one of json, json_object, regex, choice; "
+            raise ValueError("structured outputs take exactly one of json, json_object, regex, choice, grammar; "
                              f"got {given or 'none'}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown structured-output backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
@@ -54,8 +56,9 @@ class StructuredOutputs:
                 raise ValueError(f"the JSON schema is not valid JSON: {err}") from None
         if self.json is not None and not isinstance(self.json, dict):
             raise ValueError(f"a JSON schema is a JSON object, got {type(self.json).__name__}")
-        if self.regex is not None and not isinstance(self.regex, str):
-            raise ValueError("regex must be a string")
+        for name in ("regex", "grammar"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string")
         if self.choice is not None:
             if not isinstance(self.choice, (list, tuple)) or not self.choice or \
                     not all(isinstance(c, str) and c for c in self.choice):
@@ -67,7 +70,8 @@ class StructuredOutputs:
     @property
     def key(self) -> str:
         """A canonical text of the request's grammar (the compile cache's key)."""
-        return json.dumps([self.backend, self.json, self.regex, self.choice, self.json_object], sort_keys=True)
+        return json.dumps([self.backend, self.json, self.regex, self.choice, self.json_object, self.grammar],
+                          sort_keys=True)
 
 
 class Matcher:
@@ -164,6 +168,8 @@ class MatcherFactory:
                 raise ValueError(f"the JSON schema is not usable: {str(err).splitlines()[0][:300]}") from None
         if spec.regex is not None:
             return LLMatcher.grammar_from_regex(spec.regex)
+        if spec.grammar is not None:
+            return LLMatcher.grammar_from_lark(spec.grammar)
         return LLMatcher.grammar_from_lark("start: " + " | ".join(json.dumps(c) for c in spec.choice))
 
     def _tokenize(self, data: bytes) -> list[int]:
@@ -178,8 +184,8 @@ class MatcherFactory:
         from course_utils.serving.token_dfa import TokenDFA, compile_regex, flat_schema_regex
 
         if spec.key not in self._compiled:
-            if spec.json_object:
-                raise ValueError("the course backend has no json_object grammar; use backend='llguidance'")
+            if spec.json_object or spec.grammar is not None:
+                raise ValueError("the course backend has no json_object or Lark grammar; use backend='llguidance'")
             if spec.json is not None:
                 pattern = flat_schema_regex(spec.json)
             elif spec.regex is not None:
