@@ -16,7 +16,8 @@ from pathlib import Path
 __all__ = ["DATA_DIR", "arithmetic_problems", "load_task", "sentiment_texts"]
 
 DATA_DIR = Path(__file__).parent / "data"
-TASKS = ("arithmetic", "sentiment", "multiple_choice", "passages", "cache_queries", "chapter_questions")
+TASKS = ("arithmetic", "sentiment", "multiple_choice", "passages", "cache_queries", "chapter_questions",
+         "tool_requests")
 
 # (template, answer as a function of the drawn numbers); every answer is a non-negative integer.
 _ARITHMETIC = [
