@@ -460,3 +460,14 @@ def test_bad_logprobs_requests_are_400s_naming_the_field(server, extra):
     body = {"model": NAME, "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]} | extra
     response = httpx.post(server["url"] + "/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == 400 and response.json()["error"]["param"] == "top_logprobs", response.text
+
+
+def test_an_engine_being_served_refuses_offline_calls_until_the_server_stops():
+    llm = LLM(NAME, num_blocks=16, block_size=16, max_model_len=128)
+    with background_server(llm.engine, NAME):
+        with pytest.raises(RuntimeError, match="served by"):  # two threads stepping one engine would corrupt it
+            llm.generate(["Hi"], SamplingParams(max_tokens=2))
+        with pytest.raises(RuntimeError, match="already served"):
+            with background_server(llm.engine, NAME):
+                pass
+    assert llm.generate(["Hi"], SamplingParams(max_tokens=2, temperature=0))[0].outputs[0].token_ids

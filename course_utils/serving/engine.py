@@ -51,6 +51,7 @@ class LLMEngine:
         self.requests: dict[str, Sequence] = {}  # request id -> its first sequence (see Sequence.group)
         self._generators: dict[int, torch.Generator | None] = {}
         self._matchers: dict[int, Matcher] = {}  # seq id -> where it stands in its structured-output grammar
+        self.served_by: str | None = None  # set while a server's thread owns the step loop
         self._grammars = MatcherFactory(tokenizer, model.config.vocab_size)
 
     def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:

@@ -131,6 +131,9 @@ class LLM:
             raise ValueError(f"got {len(params)} SamplingParams for {len(prompts)} prompts")
         if self.backend == "vllm":
             return self._vllm.generate(prompts, [_to_vllm(p) for p in params])
+        if self.engine.served_by is not None:  # two threads stepping one engine would corrupt it
+            raise RuntimeError(f"this engine is being served by {self.engine.served_by}; send requests to the "
+                               "server (an openai client), or make a second LLM for offline calls")
         texts, seqs = [], []
         for prompt, p in zip(prompts, params, strict=True):
             if isinstance(prompt, dict):

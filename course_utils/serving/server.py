@@ -76,7 +76,10 @@ class AsyncEngine:
     """
 
     def __init__(self, engine: LLMEngine):
+        if engine.served_by is not None:
+            raise RuntimeError(f"this engine is already served by {engine.served_by}; shut that down first")
         self.engine = engine
+        engine.served_by = "a background server (AsyncEngine)"
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
@@ -130,6 +133,8 @@ class AsyncEngine:
         self._running = False
         self._wake.set()
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.engine.served_by = None  # the engine is the caller's again
 
     @property
     def tokenizer(self):
