@@ -9,6 +9,7 @@ says which level answered and how many provider calls it took.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import random
 import time
@@ -16,11 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
+from opentelemetry import trace
 
 from course_utils.apps.balancer import Balancer
 from course_utils.apps.breaker import BreakerState, CircuitBreaker
 from course_utils.apps.providers import Provider, ProviderError, Rejected, Reply, chat
 from course_utils.apps.retry import RetryPolicy, call_with_retries
+from course_utils.apps.tracing import llm_span, mark_error, record_reply, step_span
 from course_utils.context.semantic_cache import SemanticCache
 
 __all__ = ["Answer", "BreakerOpen", "Level", "ResilientClient"]
@@ -63,7 +66,7 @@ class ResilientClient:
                  breakers: bool = False, balance: str | None = None,
                  semantic_cache: SemanticCache | None = None, static_answers: SemanticCache | None = None,
                  max_tokens: int = 16, seed: int = 0,
-                 breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker):
+                 breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker, tracer: trace.Tracer | None = None):
         if not providers:
             raise ValueError("need at least one provider")
         self.providers, self.http = list(providers), http
@@ -72,8 +75,17 @@ class ResilientClient:
         self.balancer = Balancer([p.name for p in providers], balance or "first", random.Random(seed))
         self.semantic_cache, self.static_answers = semantic_cache, static_answers
         self.max_tokens, self.rng = max_tokens, random.Random(seed + 1)
+        self.tracer = tracer or trace.NoOpTracer()  # course_utils.apps.tracing.make_tracing() for real spans
 
     async def answer(self, question: str) -> Answer:
+        """The best answer available now; with a tracer, one trace: a span for the request, each
+        model call, each retry's wait and each cache lookup."""
+        with step_span(self.tracer, "answer", "request", question=question) as span:
+            result = await self._answer(question)
+            span.set_attributes({"llm_course.level": result.level.name.lower(), "llm_course.calls": result.calls})
+            return result
+
+    async def _answer(self, question: str) -> Answer:
         messages = [{"role": "user", "content": question}]
         result = Answer("", Level.ESCALATION)
         for provider in self._order():
@@ -87,7 +99,11 @@ class ResilientClient:
             result.text, result.level, result.provider, result.reply = reply.text, Level.LIVE, provider.name, reply
             return result
         for level, store in ((Level.SEMANTIC_CACHE, self.semantic_cache), (Level.STATIC, self.static_answers)):
-            text = store.lookup(question) if store is not None else None
+            if store is None:
+                continue
+            with step_span(self.tracer, f"{level.name.lower().replace('_', ' ')} lookup", "cache") as span:
+                text = store.lookup(question)
+                span.set_attribute("llm_course.hit", text is not None)
             if text is not None:
                 result.text, result.level = text, level
                 return result
@@ -110,19 +126,28 @@ class ResilientClient:
             if breaker is not None and not breaker.allow():
                 raise BreakerOpen(f"{provider.name}: circuit open")
             result.calls += 1
-            with self.balancer.in_flight(provider.name):
+            with self.balancer.in_flight(provider.name), \
+                    llm_span(self.tracer, provider.name, provider.model, messages, self.max_tokens, 0.0) as span:
                 try:
                     reply = await chat(self.http, provider, messages, self.max_tokens)
-                except ProviderError:
+                except ProviderError as err:
+                    mark_error(span, err)
                     if breaker is not None:
                         breaker.record_failure()
                     raise
-                except Rejected:  # the provider is up: it answered, only not this request
+                except Rejected as err:  # the provider is up: it answered, only not this request
+                    mark_error(span, err)
                     if breaker is not None:
                         breaker.record_success()
                     raise
+                record_reply(span, reply.text, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason,
+                             provider.price_as)
             if breaker is not None:
                 breaker.record_success()
             return reply
 
-        return await call_with_retries(attempt, self.retry, self.rng, clock=time.monotonic)
+        async def traced_sleep(seconds: float) -> None:
+            with step_span(self.tracer, "retry backoff", "retry", **{"llm_course.delay_s": seconds}):
+                await asyncio.sleep(seconds)
+
+        return await call_with_retries(attempt, self.retry, self.rng, sleep=traced_sleep, clock=time.monotonic)

@@ -27,6 +27,7 @@ class Provider:
     base_url: str
     model: str
     timeout_s: float = 10.0  # per attempt, connect to last byte
+    price_as: str | None = None  # the price-table row its calls are costed as in traces (None: not costed)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Reply:
     provider: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str = "stop"
 
 
 class ProviderError(Retryable):
@@ -69,9 +71,11 @@ def retry_after_s(headers: httpx.Headers) -> float | None:
 
 
 async def chat(http: httpx.AsyncClient, provider: Provider, messages: list[dict[str, str]],
-               max_tokens: int = 16, temperature: float = 0.0) -> Reply:
+               max_tokens: int = 16, temperature: float = 0.0, seed: int | None = None) -> Reply:
     """One attempt at ``POST /chat/completions`` on ``provider``; raises ProviderError or Rejected."""
     body = {"model": provider.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
+    if seed is not None:
+        body["seed"] = seed
     try:
         response = await http.post(provider.base_url.rstrip("/") + "/chat/completions", json=body,
                                    timeout=provider.timeout_s)
@@ -94,6 +98,7 @@ async def chat(http: httpx.AsyncClient, provider: Provider, messages: list[dict[
         usage = payload.get("usage") or {}
         if not isinstance(text, str):
             raise TypeError("content is not a string")
-        return Reply(text, provider.name, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+        return Reply(text, provider.name, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
+                     str(payload["choices"][0].get("finish_reason") or "stop"))
     except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         raise ProviderError(provider.name, "malformed", f"{type(err).__name__}: {err}", status) from None
