@@ -90,8 +90,8 @@ def _tool(name: str, description: str, properties: dict, required: list[str]) ->
 
 
 TOOLS = [
-    _tool("calculator", "Evaluate an arithmetic expression with + - * / ** and parentheses, e.g. 12 * (3 + 4).",
-          {"expression": {"type": "string", "maxLength": 60}}, ["expression"]),
+    _tool("calculator", "Evaluate an arithmetic expression written with the question's numbers and + - * / ** ( ).",
+          {"expression": {"type": "string", "maxLength": 40, "pattern": "^[0-9+*/(). -]+$"}}, ["expression"]),
     _tool("convert_units", "Convert a value between kilometres and miles, kilograms and pounds, or Celsius and "
           "Fahrenheit.", {"value": {"type": "number"}, "from_unit": {"enum": ["km", "mi", "kg", "lb", "c", "f"]},
                           "to_unit": {"enum": ["km", "mi", "kg", "lb", "c", "f"]}}, ["value", "from_unit", "to_unit"]),
