@@ -181,12 +181,14 @@ def waterfall(spans: Sequence[ReadableSpan], ax) -> None:
     colours = {"request": "tab:blue", "llm": "tab:orange", "cache": "tab:green", "retrieval": "tab:purple",
                "tool": "tab:brown", "retry": "tab:grey"}
     for row, span in enumerate(ordered):
-        component = (span.attributes or {}).get(COMPONENT, "other")
+        attrs = span.attributes or {}
+        component = attrs.get(COMPONENT, "other")
         failed = span.status.status_code is StatusCode.ERROR
+        where = f" @ {attrs[gen_ai.GEN_AI_PROVIDER_NAME]}" if gen_ai.GEN_AI_PROVIDER_NAME in attrs else ""
         ax.barh(row, (span.end_time - span.start_time) / 1e6, left=(span.start_time - start) / 1e6,
                 color=colours.get(component, "tab:olive"), hatch="//" if failed else None, edgecolor="black")
-        ax.text((span.start_time - start) / 1e6, row, "  " * depth(span) + span.name + (" (error)" if failed else ""),
-                va="center", ha="left", fontsize=8)
+        label = "  " * depth(span) + span.name + where + (" (error)" if failed else "")
+        ax.text((span.start_time - start) / 1e6, row, label, va="center", ha="left", fontsize=8)
     ax.set_yticks([])
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds since the request arrived")
