@@ -8,7 +8,8 @@ drawn token is fed back to it. Two backends:
 
 * ``"llguidance"`` (default): the library vLLM and llama.cpp also use (Rust, a ~50 µs mask per
   step), for full JSON Schema, regexes and grammars; JSON is compact (``whitespace_flexible`` off),
-  so a small model cannot wander into endless whitespace.
+  so a small model cannot wander into endless whitespace. (xgrammar, vLLM's other backend, pulls
+  in triton when installed here; llguidance is one 3 MB wheel with JSON Schema, regexes and Lark.)
 * ``"course"``: :mod:`course_utils.serving.token_dfa`, the from-scratch DFA, for regexes of its
   subset and flat schemas; its masks equal llguidance's on that subset (a test checks it).
 """
