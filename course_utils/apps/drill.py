@@ -30,9 +30,11 @@ from course_utils.context.semantic_cache import SemanticCache
 from course_utils.stats import rate
 from course_utils.tasks import load_task
 
-__all__ = ["STRATEGIES", "DrillResult", "drill_questions", "run_drill", "standard_drill"]
+__all__ = ["CACHE_THRESHOLD", "STRATEGIES", "DrillResult", "drill_questions", "faq_cache", "run_drill",
+           "standard_drill"]
 
 STRATEGIES = ("no resilience", "openai max_retries=3", "retries only", "full stack")
+CACHE_THRESHOLD = 0.8  # cosine similarity at which a drill question counts as a cached or FAQ one
 
 
 @dataclass
@@ -83,9 +85,17 @@ async def run_drill(strategy: str, ask: Callable[[str], Awaitable[Answer]], ques
     outcomes = await asyncio.gather(*(one(i, q) for i, q in enumerate(questions)))
     faults: Counter = Counter()
     for proxy in proxies:
-        faults.update(str(fault).lower() if fault else "none" for fault in proxy.counts().elements())
+        faults.update(proxy.counts())
     return DrillResult(strategy, [level for level, _ in outcomes], [latency for _, latency in outcomes],
                        sum(len(proxy.log) for proxy in proxies), dict(sorted(faults.items())))
+
+
+def faq_cache(embedder, faq: Sequence[tuple[str, str]], threshold: float = CACHE_THRESHOLD) -> SemanticCache:
+    """The static FAQ as a semantic cache: the last degradation level before escalation."""
+    cache = SemanticCache(embedder, threshold)
+    for question, answer in faq:
+        cache.add(question, answer)
+    return cache
 
 
 def drill_questions(n: int, seed: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
@@ -136,12 +146,9 @@ def _strategy(name: str, providers: list[Provider], http: httpx.AsyncClient, emb
     if name == "retries only":
         return ResilientClient([primary], http, RetryPolicy(), max_tokens=max_tokens, seed=seed).answer
     if name == "full stack":
-        static = SemanticCache(embedder, 0.8)
-        for question, answer in faq:
-            static.add(question, answer)
         return ResilientClient(providers, http, RetryPolicy(max_attempts=3, base_s=0.5, deadline_s=10.0),
-                               breakers=True, balance="p2c", semantic_cache=SemanticCache(embedder, 0.8),
-                               static_answers=static, max_tokens=max_tokens, seed=seed,
+                               breakers=True, balance="p2c", semantic_cache=SemanticCache(embedder, CACHE_THRESHOLD),
+                               static_answers=faq_cache(embedder, faq), max_tokens=max_tokens, seed=seed,
                                breaker_factory=lambda: CircuitBreaker(5, reset_timeout_s=2.0)).answer
     client = openai.AsyncOpenAI(base_url=primary.base_url, api_key="not-needed", max_retries=3,
                                 timeout=primary.timeout_s, http_client=http)

@@ -119,8 +119,8 @@ class FaultProxy:
         self._epoch, self.log = time.monotonic(), []
 
     def counts(self) -> Counter:
-        """How many requests got each fault (None: forwarded untouched)."""
-        return Counter(record.fault for record in self.log)
+        """How many requests got each fault ("none": forwarded untouched)."""
+        return Counter(record.fault or "none" for record in self.log)
 
     def __enter__(self) -> FaultProxy:
         loop = asyncio.new_event_loop()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -75,19 +75,19 @@ class StructuredOutputs:
                           sort_keys=True)
 
 
-class Matcher:
-    """Where one sequence stands in its grammar."""
+class Matcher(Protocol):
+    """Where one sequence stands in its grammar (what the engine needs of either backend)."""
 
     def allowed(self) -> torch.Tensor:
         """(V,) bool: the tokens that may come next (EOS once the output is complete)."""
-        raise NotImplementedError
+        ...
 
     def consume(self, token_id: int) -> None:
         """Advance past ``token_id``; ValueError if the grammar did not allow it."""
-        raise NotImplementedError
+        ...
 
 
-class GuidanceMatcher(Matcher):
+class GuidanceMatcher:
     def __init__(self, matcher, vocab_size: int):
         import llguidance.torch as llg_torch
 
@@ -105,7 +105,7 @@ class GuidanceMatcher(Matcher):
             raise ValueError(f"the grammar did not allow token {token_id}: {self._matcher.get_error()}")
 
 
-class DFAMatcher(Matcher):
+class DFAMatcher:
     def __init__(self, token_dfa):
         self._dfa, self.state, self.last_token = token_dfa, 0, None
 

@@ -276,6 +276,7 @@ class TokenDFA:
             if data and token_id not in excluded:
                 self._by_first_byte.setdefault(data[0], []).append(token_id)
         self._cache: dict[int, tuple[torch.Tensor, dict[int, int]]] = {}
+        self._masks: dict[tuple[int, int | None], torch.Tensor] = {}  # (state, last token) -> allowed
         self._max_token_len = max(map(len, token_bytes), default=1)
 
     def forced_bytes(self, state: int) -> bytes:
@@ -341,12 +342,15 @@ class TokenDFA:
 
     def mask(self, state: int, last_token: int | None = None) -> torch.Tensor:
         """(V,) bool: the tokens allowed at ``state``, right after ``last_token`` (None at the start)."""
-        forced = self.forced_token(state, last_token)
-        if forced is None:
-            return self._index(state)[0]
-        only = torch.zeros(self.vocab_size, dtype=torch.bool)
-        only[forced] = True
-        return only
+        key = (state, last_token)
+        if key not in self._masks:  # the forced-token rule tokenizes: worth computing once per pair
+            forced = self.forced_token(state, last_token)
+            if forced is None:
+                self._masks[key] = self._index(state)[0]
+            else:
+                self._masks[key] = torch.zeros(self.vocab_size, dtype=torch.bool)
+                self._masks[key][forced] = True
+        return self._masks[key]
 
     def next_state(self, state: int, token_id: int) -> int | None:
         """The state after ``token_id``; None if it is not allowed (EOS included: it ends the text)."""

@@ -128,12 +128,13 @@ def plan_chat(messages: list[dict[str, Any]], tools: list[ToolDef] | None = None
         plan.structured = StructuredOutputs(json=schema)
     if mode == "none":
         return plan
-    listing = "\n".join(json.dumps({"name": t.function.name, "description": t.function.description or "",
-                                    "parameters": t.function.parameters}) for t in tools)
+    described = _TOOLS_PROMPT + "\n" + "\n".join(json.dumps({
+        "name": t.function.name, "description": t.function.description or "", "parameters": t.function.parameters})
+        for t in tools)
     if rendered and rendered[0]["role"] == "system":
-        rendered[0] = {"role": "system", "content": rendered[0]["content"] + "\n\n" + _TOOLS_PROMPT + "\n" + listing}
+        rendered[0] = {"role": "system", "content": rendered[0]["content"] + "\n\n" + described}
     else:
-        rendered.insert(0, {"role": "system", "content": _TOOLS_PROMPT + "\n" + listing})
+        rendered.insert(0, {"role": "system", "content": described})
     if mode in ("required", "named"):
         chosen = [t for t in tools if mode == "required" or t.function.name == tool_choice["function"]["name"]]
         plan.structured = StructuredOutputs(grammar=call_grammar(chosen))
