@@ -127,6 +127,8 @@ HOSTILE = [
     {"tool_choice": "required"},  # no tools
     {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "missing"}}},
     {"tools": TOOLS, "tool_choice": "sometimes"},
+    {"tools": TOOLS, "tool_choice": {"type": "function", "function": "calculator"}},  # was a 500
+    {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": "f"}]}]},
     {"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}},
     {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},  # no schema
     {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}},

@@ -88,7 +88,9 @@ def _render(message: dict[str, Any]) -> dict[str, str]:
     role, content = message["role"], message.get("content") or ""
     calls = message.get("tool_calls") or []
     for call in calls:
-        function = call.get("function", {}) if isinstance(call, dict) else {}
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise ValueError("messages: each tool call needs a \"function\" object with name and arguments")
         try:
             arguments = json.loads(function.get("arguments", "{}"))
         except (TypeError, ValueError):
@@ -150,7 +152,8 @@ def _tool_mode(tool_choice: str | dict[str, Any] | None, names: list[str]) -> st
         raise ValueError("tool_choice: there are no tools to choose from; send tools or leave tool_choice out")
     if tool_choice in ("auto", "required"):
         return tool_choice
-    name = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
+    function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(tool_choice, dict) or tool_choice.get("type") != "function" or name not in names:
         raise ValueError(f"tool_choice: none, auto, required, or {{\"type\": \"function\", \"function\": "
                          f"{{\"name\": one of {names}}}}}, got {json.dumps(tool_choice)[:200]}")
