@@ -25,7 +25,6 @@ class Balancer:
             raise ValueError(f"need one or more distinct endpoint names, got {list(names)}")
         self.strategy, self.rng = strategy, rng or random.Random(0)
         self.outstanding = dict.fromkeys(names, 0)
-        self.sent = dict.fromkeys(names, 0)
 
     def choose(self, candidates: Sequence[str]) -> str:
         """One of ``candidates`` (the endpoints allowed now), by the strategy."""
@@ -42,7 +41,6 @@ class Balancer:
     def in_flight(self, name: str) -> Iterator[None]:
         """Count a request to ``name`` as outstanding while the block runs."""
         self.outstanding[name] += 1
-        self.sent[name] += 1
         try:
             yield
         finally:
