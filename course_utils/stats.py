@@ -7,11 +7,12 @@ which stays inside [0, 1] and is honest at 0/n and n/n where the normal approxim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scipy.stats import binomtest
 
-__all__ = ["Rate", "rate"]
+__all__ = ["Rate", "mcnemar", "rate"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,13 @@ def rate(k: int, n: int, confidence: float = 0.95) -> Rate:
         raise ValueError(f"a rate needs 0 <= k <= n and n > 0, got k={k}, n={n}")
     interval = binomtest(k, n).proportion_ci(confidence, method="wilson")
     return Rate(k, n, float(interval.low), float(interval.high))
+
+
+def mcnemar(a_right: Sequence[bool], b_right: Sequence[bool]) -> dict[str, float | int]:
+    """McNemar's exact test of two methods scored on the same items: the items only ``a`` gets
+    right, those only ``b`` gets right, and the two-sided binomial p-value of that split
+    (1.0 when they never disagree)."""
+    pairs = list(zip(a_right, b_right, strict=True))
+    a_only, b_only = sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
+    p = binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.0
+    return {"a_only": a_only, "b_only": b_only, "mcnemar_exact_p": float(p)}

@@ -54,3 +54,16 @@ def test_both_paths_run_live_and_the_cheap_answers_are_well_formed(smollm2):
     for cheap, expensive in zip(outcomes["cheap"], outcomes["expensive"], strict=True):
         assert cheap.tokens < expensive.tokens  # the expensive path always carries more context
         assert cheap.latency_s > 0 and expensive.latency_s > 0
+
+
+def test_with_a_second_model_the_expensive_path_is_the_cheap_prompt_on_that_model(smollm2):
+    """The GPU route between two model sizes, checked on CPU with the same model twice: the
+    expensive path then asks exactly what the cheap one asks, so every outcome agrees."""
+    from course_utils.architecture.transformer import Llama
+    from course_utils.serving import LLM
+
+    model, tokenizer = smollm2
+    llm = LLM.from_model(Llama.from_hf(model), tokenizer, num_blocks=128, block_size=16, max_model_len=512)
+    items = route_items(2, seed=2)
+    outcomes = run_paths(llm, items, max_tokens=16, expensive_llm=llm)
+    assert [(o.correct, o.tokens) for o in outcomes["cheap"]] == [(o.correct, o.tokens) for o in outcomes["expensive"]]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from course_utils.icl.prompting import extract_number
-from course_utils.stats import Rate, rate
+from course_utils.stats import Rate, mcnemar, rate
 from course_utils.tasks import load_task
 
 __all__ = ["PathOutcome", "RouteItem", "compare_policies", "policy", "route_items", "router_scores", "run_paths"]
@@ -97,18 +97,23 @@ def _answer(item: RouteItem, text: str, path: str) -> str | float | None:
         return None
 
 
-def run_paths(llm, items: list[RouteItem], max_tokens: int = 48) -> dict[str, list[PathOutcome]]:
-    """Both paths on every item with ``llm`` (a course ``LLM``), greedy; each path as one batch."""
+def run_paths(llm, items: list[RouteItem], max_tokens: int = 48,
+              expensive_llm=None) -> dict[str, list[PathOutcome]]:
+    """Both paths on every item with ``llm`` (a course ``LLM``), greedy; each path as one batch.
+    With ``expensive_llm`` (a bigger model, e.g. on a GPU), the expensive path is instead the cheap
+    path's prompt answered by that model: routing between two model sizes."""
     from course_utils.serving import SamplingParams
 
-    tokenizer, examples = llm.engine.tokenizer, _examples()
+    examples = _examples()
     plans = [_paths(item, examples) for item in items]
+    runs = {"cheap": (llm, "cheap"), "expensive": (expensive_llm, "cheap") if expensive_llm else (llm, "expensive")}
     outcomes = {}
-    for path in ("cheap", "expensive"):
-        prompts = [tokenizer.apply_chat_template(p[path][0], tokenize=False, add_generation_prompt=True) for p in plans]
-        params = [SamplingParams(temperature=0, max_tokens=max_tokens, structured_outputs=p[path][1]) for p in plans]
-        outputs = llm.generate(prompts, params)
-        outcomes[path] = [PathOutcome(_answer(item, out.outputs[0].text, path) == item.expected,
+    for path, (engine, shape) in runs.items():
+        template = engine.engine.tokenizer.apply_chat_template
+        prompts = [template(p[shape][0], tokenize=False, add_generation_prompt=True) for p in plans]
+        params = [SamplingParams(temperature=0, max_tokens=max_tokens, structured_outputs=p[shape][1]) for p in plans]
+        outputs = engine.generate(prompts, params)
+        outcomes[path] = [PathOutcome(_answer(item, out.outputs[0].text, shape) == item.expected,
                                       len(out.prompt_token_ids) + len(out.outputs[0].token_ids),
                                       out.metrics.finish_time - out.metrics.arrival_time)
                           for item, out in zip(items, outputs, strict=True)]
@@ -146,8 +151,6 @@ def compare_policies(outcomes: dict[str, list[PathOutcome]], scores: np.ndarray,
     oracle (expensive exactly where it is needed), with McNemar's exact test of the router against
     each fixed path, a threshold sweep, and the article's 40-70% / < 2% claim checked for the router
     relative to always-expensive, as a sentence printed from the figures."""
-    from scipy.stats import binomtest
-
     n = len(needs_expensive)
     decisions = {"always cheap": [False] * n, "always expensive": [True] * n,
                  "router": [bool(s >= threshold) for s in scores], "oracle": list(needs_expensive)}
@@ -158,10 +161,9 @@ def compare_policies(outcomes: dict[str, list[PathOutcome]], scores: np.ndarray,
 
     tests = {}
     for other in ("always cheap", "always expensive"):
-        pairs = list(zip(correct("router"), correct(other), strict=True))
-        better, worse = sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
-        p = binomtest(better, better + worse).pvalue if better + worse else 1.0
-        tests[f"router vs {other}"] = {"router_only": better, "other_only": worse, "mcnemar_exact_p": p}
+        test = mcnemar(correct("router"), correct(other))
+        tests[f"router vs {other}"] = {"router_only": test["a_only"], "other_only": test["b_only"],
+                                       "mcnemar_exact_p": test["mcnemar_exact_p"]}
     sweep = [{"threshold": t, "share_expensive": round(float(np.mean(scores >= t)), 3),
               **{k: (v.as_dict() if isinstance(v, Rate) else round(v, 3))
                  for k, v in policy(outcomes, [bool(s >= t) for s in scores]).items() if k != "share_expensive"}}
