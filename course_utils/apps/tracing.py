@@ -8,7 +8,8 @@ application needs on top:
   output messages, finish reasons) and the call's cost from the course's price table;
 * :func:`step_span`: a span for any other step (a cache lookup, a retrieval, a tool call, a
   retry's wait), tagged with its component;
-* :class:`RedactingExporter`: e-mail addresses and payment-card numbers are replaced in every
+* :class:`RedactingExporter`: personal data (e-mail addresses, phone numbers, payment cards,
+  IBANs, street addresses: chapter 9's :func:`course_utils.safety.pii.redact`) is replaced in every
   string attribute and event *before* a span leaves the process, whatever step recorded them;
 * :func:`component_table`, :func:`waterfall` and :func:`replay_request`: the per-component figures,
   the timeline of one trace, and a model call rebuilt from its span.
@@ -17,7 +18,6 @@ application needs on top:
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from course_utils.safety.pii import redact
 from course_utils.tokens import load_prices
 
 __all__ = ["COMPONENT", "RedactingExporter", "component_table", "llm_span", "make_tracing", "mark_error",
@@ -38,30 +39,6 @@ __all__ = ["COMPONENT", "RedactingExporter", "component_table", "llm_span", "mak
 
 COMPONENT = "llm_course.component"  # llm, cache, retrieval, tool, retry, request
 COST = "llm_course.cost_usd"
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
-def redact(text: str) -> str:
-    """``text`` with e-mail addresses as ``[EMAIL]`` and card numbers (13-19 digits, spaces or
-    dashes allowed, passing the Luhn check) as ``[CARD]``."""
-    text = _EMAIL.sub("[EMAIL]", text)
-
-    def card(match: re.Match) -> str:
-        digits = re.sub(r"[ -]", "", match.group())
-        return "[CARD]" if 13 <= len(digits) <= 19 and _luhn(digits) else match.group()
-
-    return _CARD.sub(card, text)
-
-
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
