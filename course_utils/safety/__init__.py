@@ -1,2 +1,2 @@
 """Chapter 9: guardrails and monitoring, each check measured as a classifier (personal data,
-prompt injection and drift so far; grounding, faithfulness and output gates to come)."""
+prompt injection, claim faithfulness and drift so far; cited answers and output gates to come)."""
