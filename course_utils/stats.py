@@ -38,6 +38,7 @@ def rate(k: int, n: int, confidence: float = 0.95) -> Rate:
     """``k`` successes out of ``n`` trials, with a Wilson interval at ``confidence``."""
     if n <= 0 or not 0 <= k <= n:
         raise ValueError(f"a rate needs 0 <= k <= n and n > 0, got k={k}, n={n}")
+    k, n = int(k), int(n)  # numpy counts become plain ints, so that a Rate is always JSON-ready
     interval = binomtest(k, n).proportion_ci(confidence, method="wilson")
     return Rate(k, n, float(interval.low), float(interval.high))
 

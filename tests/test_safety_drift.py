@@ -74,3 +74,15 @@ def test_traffic_windows_follow_their_mix_and_their_shift_shows_in_the_signals()
     assert all(c.alert for c in checks.values()), [str(c) for c in checks.values()]
     with pytest.raises(ValueError, match="sum to 1"):
         traffic_window(10, {"sentiment": 0.5}, seed=0)
+
+
+def test_checks_and_their_rates_are_plain_python_so_a_report_is_json_ready():
+    import json
+
+    from course_utils.stats import rate
+
+    rng = np.random.default_rng(4)
+    checks = compare_windows({"x": list(rng.normal(0, 1, 50)), "f": [True, False] * 25},
+                             {"x": list(rng.normal(1, 1, 50)), "f": [True] * 50})
+    assert all(type(c.alert) is bool for c in checks)
+    assert json.dumps(rate(np.int64(3), np.int64(9)).as_dict())

@@ -71,7 +71,7 @@ def compare_windows(before: dict[str, Sequence], after: dict[str, Sequence]) -> 
         if all(isinstance(x, bool) for x in a + b):
             table = [[sum(a), len(a) - sum(a)], [sum(b), len(b) - sum(b)]]
             p = float(fisher_exact(table).pvalue)
-            checks.append(DriftCheck(signal, "fisher", float(np.mean(b) - np.mean(a)), p, p < ALPHA))
+            checks.append(DriftCheck(signal, "fisher", float(np.mean(b) - np.mean(a)), p, bool(p < ALPHA)))
         elif all(isinstance(x, str) for x in a + b):
             categories = sorted(set(a) | set(b))
             counts = [[Counter(a)[c] for c in categories], [Counter(b)[c] for c in categories]]
@@ -80,10 +80,10 @@ def compare_windows(before: dict[str, Sequence], after: dict[str, Sequence]) -> 
                 continue
             result = chi2_contingency(counts)
             checks.append(DriftCheck(signal, "chi2", float(result.statistic), float(result.pvalue),
-                                     result.pvalue < ALPHA))
+                                     bool(result.pvalue < ALPHA)))
         else:
             index = psi(a, b)
-            checks.append(DriftCheck(signal, "psi", index, None, index > PSI_ALERT))
+            checks.append(DriftCheck(signal, "psi", index, None, bool(index > PSI_ALERT)))
             ks = ks_2samp(a, b)
-            checks.append(DriftCheck(signal, "ks", float(ks.statistic), float(ks.pvalue), ks.pvalue < ALPHA))
+            checks.append(DriftCheck(signal, "ks", float(ks.statistic), float(ks.pvalue), bool(ks.pvalue < ALPHA)))
     return sorted(checks, key=lambda c: (c.signal, c.statistic))
