@@ -63,27 +63,29 @@ def _phone(rng: random.Random) -> str:
                        f"+1 212 555 {digits[4:8]}", f"+33 1 42 {digits[:2]} {digits[2:4]} {digits[4:6]}"])
 
 
+_TEMPLATES = {
+    "EMAIL": ["Please send the invoice to {v} by Monday.", "My address for the refund is {v}.",
+              "Contact {v} if the parcel is late."],
+    "CARD": ["My card number is {v}, expiry 09/27.", "It was charged to {v} twice.",
+             "Card {v} was declined at the till."],
+    "IBAN": ["Please transfer the deposit to {v} before Friday.", "Refund to IBAN {v}, thanks.",
+             "The account is {v} in my name."],
+    "PHONE": ["You can reach me on {v} after six.", "Call {v} to rebook.", "My number changed to {v} last week."],
+    "ADDRESS": ["Deliver it to {v}, Leeds.", "I moved to {v} in May.", "The keys are at {v}."],
+}
+_VALUES = {
+    "EMAIL": lambda rng: f"{rng.choice(_FIRST)}.{rng.choice(_FIRST)}{rng.randint(1, 99)}@{rng.choice(_DOMAINS)}",
+    "CARD": _card,
+    "IBAN": _iban,
+    "PHONE": _phone,
+    "ADDRESS": lambda rng: f"{rng.randint(1, 240)} {rng.choice(_STREETS)} {rng.choice(_SUFFIXES)}",
+}
+
+
 def _positive(rng: random.Random) -> LabelledText:
     kind = rng.choice(["EMAIL", "CARD", "IBAN", "PHONE", "ADDRESS"])
-    if kind == "EMAIL":
-        value = f"{rng.choice(_FIRST)}.{rng.choice(_FIRST)}{rng.randint(1, 99)}@{rng.choice(_DOMAINS)}"
-        template = rng.choice(["Please send the invoice to {v} by Monday.", "My address for the refund is {v}.",
-                               "Contact {v} if the parcel is late."])
-    elif kind == "CARD":
-        value = _card(rng)
-        template = rng.choice(["My card number is {v}, expiry 09/27.", "It was charged to {v} twice.",
-                               "Card {v} was declined at the till."])
-    elif kind == "IBAN":
-        value = _iban(rng)
-        template = rng.choice(["Please transfer the deposit to {v} before Friday.", "Refund to IBAN {v}, thanks.",
-                               "The account is {v} in my name."])
-    elif kind == "PHONE":
-        value = _phone(rng)
-        template = rng.choice(["You can reach me on {v} after six.", "Call {v} to rebook.",
-                               "My number changed to {v} last week."])
-    else:
-        value = f"{rng.randint(1, 240)} {rng.choice(_STREETS)} {rng.choice(_SUFFIXES)}"
-        template = rng.choice(["Deliver it to {v}, Leeds.", "I moved to {v} in May.", "The keys are at {v}."])
+    value = _VALUES[kind](rng)
+    template = rng.choice(_TEMPLATES[kind])
     start = template.index("{v}")
     return LabelledText(template.format(v=value), ((kind, start, start + len(value)),))
 
