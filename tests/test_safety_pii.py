@@ -37,6 +37,8 @@ def test_each_kind_is_found_with_its_exact_span(text, kind, found):
     "We measured 1234 5678 tokens in 2026-12-01 at 14:05.",
     "Chapter 4 serves 64 sequences at once on 2 cores.",
     "Email me at the usual address.",
+    "Reference GB00BARC80274955699529 is not an account.",  # Luhn-valid digits inside a code are no card
+    "Part SKU4539148803436467 is back in stock.",
 ])
 def test_look_alikes_without_a_valid_checksum_or_shape_are_left_alone(text):
     assert find_pii(text) == []

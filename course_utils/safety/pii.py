@@ -29,7 +29,8 @@ PII_KINDS = ("EMAIL", "PHONE", "CARD", "IBAN", "ADDRESS")
 PHONE_REGION = "GB"  # how a number written without a country code is read
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")  # digits in groups, one space or dash between groups
+# digits in groups, one space or dash between groups, not glued to a letter (an account or product code)
+_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])\d+(?:[ -]\d+)*(?![A-Za-z0-9])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _STREET = (r"(?:Street|Road|Avenue|Lane|Drive|Way|Close|Court|Place|Square|Crescent|Terrace|Boulevard|Gardens|"
            r"Hill|Row|Walk)\b|(?:St|Rd|Ave|Ln|Dr|Ct|Pl|Sq|Blvd)\b\.?")  # an abbreviation keeps its full stop
