@@ -1,2 +1,3 @@
 """Chapter 9: guardrails and monitoring, each check measured as a classifier (personal data,
-prompt injection, claim faithfulness and drift so far; cited answers and output gates to come)."""
+prompt injection, claim faithfulness, self-consistency and drift so far; cited answers and output
+gates to come)."""
