@@ -67,18 +67,12 @@ def main() -> None:
     from course_utils.models import load_embedder, load_model
     from course_utils.safety.claims import claim_set, judge_scores, score_report, similarity_scores
     from course_utils.safety.consistency import agreement, calibration, sample_answers
-    from course_utils.safety.injection import (
-        InjectionClassifier,
-        bootstrap_auc,
-        evaluate_detectors,
-        rule_hits,
-        training_units,
-    )
+    from course_utils.safety.injection import InjectionClassifier, evaluate_detectors, rule_hits, training_units
     from course_utils.safety.injection_set import injection_examples
     from course_utils.safety.pii import find_pii
     from course_utils.safety.pii_set import evaluate_detector, pii_examples
     from course_utils.serving import LLM, SamplingParams, StructuredOutputs
-    from course_utils.stats import rate
+    from course_utils.stats import bootstrap_auc, rate
     from course_utils.tasks import load_task
 
     embedder = load_embedder()

@@ -1,4 +1,4 @@
-"""Rates with their uncertainty, shared by the chapters.
+"""Rates and scores with their uncertainty, shared by the chapters.
 
 Every share a notebook or benchmark reports (answered, valid, accurate) is a :class:`Rate`: the
 count, the n it is out of, and a 95% Wilson interval (scipy's ``binomtest(...).proportion_ci``),
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from scipy.stats import binomtest
 
-__all__ = ["Rate", "mcnemar", "rate"]
+__all__ = ["Rate", "auc_report", "bootstrap_auc", "mcnemar", "rate"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,26 @@ def mcnemar(a_right: Sequence[bool], b_right: Sequence[bool]) -> dict[str, float
     a_only, b_only = sum(a and not b for a, b in pairs), sum(b and not a for a, b in pairs)
     p = binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.0
     return {"a_only": a_only, "b_only": b_only, "mcnemar_exact_p": float(p)}
+
+
+def bootstrap_auc(labels: Sequence[bool], scores: Sequence[float], rounds: int = 1000, seed: int = 0
+                  ) -> tuple[float, float, float]:
+    """ROC AUC (scikit-learn's) of ``scores`` for ``labels``, and its 95% percentile bootstrap
+    interval over examples (resamples holding one class only are skipped)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(rounds):
+        idx = rng.integers(0, len(labels), len(labels))
+        if labels[idx].min() != labels[idx].max():
+            draws.append(roc_auc_score(labels[idx], scores[idx]))
+    return float(roc_auc_score(labels, scores)), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+def auc_report(labels: Sequence[bool], scores: Sequence[float], seed: int = 0) -> dict[str, float | int | list]:
+    """:func:`bootstrap_auc` as a JSON-ready dict: ``{"auc", "ci95", "n"}``."""
+    auc, low, high = bootstrap_auc(labels, scores, seed=seed)
+    return {"auc": round(auc, 4), "ci95": [round(low, 4), round(high, 4)], "n": len(labels)}

@@ -6,7 +6,6 @@ from sklearn.metrics import roc_auc_score
 
 from course_utils.safety.injection import (
     InjectionClassifier,
-    bootstrap_auc,
     evaluate_detectors,
     normalise,
     rule_hits,
@@ -14,6 +13,7 @@ from course_utils.safety.injection import (
     training_units,
 )
 from course_utils.safety.injection_set import injection_examples
+from course_utils.stats import bootstrap_auc
 
 
 def test_the_split_keeps_each_family_on_one_side_and_both_sides_hold_every_kind():

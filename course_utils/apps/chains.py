@@ -180,17 +180,18 @@ def run_step(llm, step: Step, count: int) -> list[StepRecord]:
     records = [StepRecord(None, False, 0) for _ in range(count)]
     if not prompts:
         return records
+    models = {i: step.model(i) for i in prompts}
     tokenizer = llm.engine.tokenizer
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": f"{p}\n{_json_hint(step.model(i))}"}],
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": f"{p}\n{_json_hint(models[i])}"}],
                                            tokenize=False, add_generation_prompt=True) for i, p in prompts.items()]
     params = [SamplingParams(temperature=0, max_tokens=step.max_tokens,
-                             structured_outputs=StructuredOutputs(json=step.model(i).model_json_schema()))
+                             structured_outputs=StructuredOutputs(json=models[i].model_json_schema()))
               for i in prompts]
     for i, out in zip(prompts, llm.generate(texts, params), strict=True):
         completion = out.outputs[0]
         tokens = len(out.prompt_token_ids) + len(completion.token_ids)
         try:
-            parsed = step.model(i).model_validate_json(completion.text)
+            parsed = models[i].model_validate_json(completion.text)
         except ValidationError:
             records[i] = StepRecord(None, False, tokens)
             continue
@@ -235,16 +236,13 @@ def _decompose_then_solve(llm, items: Sequence[ChainItem], keep_original: bool, 
                           direct: list[StepRecord] | None) -> ChainRun:
     run = ChainRun("decompose-then-solve", _variant(keep_original, validate_content))
 
-    def question(i: int) -> str:
-        return _ask_both(items[i])
-
     def split_right(i: int, out: SubQuestions) -> bool:  # needs only the question, not the answer
         named = [[n for n in items[i].names if _mentions(q, n)] for q in out.sub_questions]
         return all(len(found) == 1 for found in named) and {found[0] for found in named} == set(items[i].names)
 
-    decompose = Step("decompose", SubQuestions,
-                     lambda i: f"Split this question into two questions, one about each person.\n\n{question(i)}",
-                     split_right, max_tokens=40)
+    split = "Split this question into two questions, one about each person."
+    decompose = Step("decompose", SubQuestions, lambda i: f"{split}\n\n{_ask_both(items[i])}", split_right,
+                     max_tokens=40)
     run.steps["decompose"] = run_step(llm, decompose, len(items))
 
     def usable(i: int) -> bool:
@@ -259,7 +257,7 @@ def _decompose_then_solve(llm, items: Sequence[ChainItem], keep_original: bool, 
         def solve_prompt(i: int, part: int = part) -> str | None:
             if not usable(i):
                 return None
-            extra = f"\n\n(Asked as part of: {question(i)})" if keep_original else ""
+            extra = f"\n\n(Asked as part of: {_ask_both(items[i])})" if keep_original else ""
             return f"{items[i].document}\n\n{run.steps['decompose'][i].output.sub_questions[part]}{extra}"
 
         def solve_right(i: int, out: CodeAnswer, part: int = part) -> bool:
@@ -303,12 +301,7 @@ def _draft_then_critique(llm, items: Sequence[ChainItem], keep_original: bool, v
     critique = Step("critique", Critique, critique_prompt,
                     lambda i, out: (out.verdict == "agree") == run.steps["draft"][i].right, max_tokens=12)
     run.steps["critique"] = run_step(llm, critique, len(items))
-
-    def final_right(i: int) -> bool:
-        verdict = run.steps["critique"][i].output
-        return verdict is not None and (run.steps["draft"][i].right == (verdict.verdict == "agree"))
-
-    run.final = [final_right(i) for i in range(len(items))]
+    run.final = [r.right for r in run.steps["critique"]]  # a right verdict keeps a right label or flips a wrong one
     run.fell_back = [False] * len(items)
     return run
 

@@ -53,8 +53,10 @@ class Claim:
     label: str  # "supported", "contradicted" or "unsupported"
 
 
-def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if len(s.split()) >= 6]
+def _sentences(text: str) -> list[str]:  # the sentences long enough to make a claim of
+    from course_utils.safety.injection import sentences
+
+    return [s for s in sentences(text) if len(s.split()) >= 6]
 
 
 def _main_clause(sentence: str) -> str | None:
@@ -152,10 +154,10 @@ def claim_set(seed: int = 0, per_passage: int = 18) -> list[Claim]:
 def similarity_scores(claims: Sequence[Claim], embedder) -> np.ndarray:
     """(N,) highest cosine similarity between each claim and any sentence of its context."""
     from course_utils.context.retrieval import unit_embeddings
+    from course_utils.safety.injection import sentences
 
     contexts = sorted({c.context for c in claims})
-    sentence_sets = {ctx: unit_embeddings(embedder, [s for s in re.split(r"(?<=[.!?])\s+", ctx) if s])
-                     for ctx in contexts}
+    sentence_sets = {ctx: unit_embeddings(embedder, sentences(ctx)) for ctx in contexts}
     claim_vectors = unit_embeddings(embedder, [c.claim for c in claims])
     return np.asarray([float((sentence_sets[c.context] @ v).max()) for c, v in zip(claims, claim_vectors,
                                                                                    strict=True)])
@@ -193,12 +195,11 @@ def score_report(claims: Sequence[Claim], support: np.ndarray, seed: int = 0) ->
     and, on that other half, the share of each kind flagged."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
-    from course_utils.safety.injection import bootstrap_auc
-    from course_utils.stats import rate
+    from course_utils.stats import auc_report, rate
 
     flagged_truth = np.asarray([c.label != "supported" for c in claims])
     risk = -np.asarray(support, dtype=float)
-    auc, low, high = bootstrap_auc(flagged_truth, risk, seed=seed)
+    auc = auc_report(flagged_truth, risk, seed=seed)
     order = np.random.default_rng(seed).permutation(len(claims))
     dev, test = order[: len(order) // 2], order[len(order) // 2:]
     candidates = np.unique(risk[dev])
@@ -209,7 +210,7 @@ def score_report(claims: Sequence[Claim], support: np.ndarray, seed: int = 0) ->
         picked = [bool(p) for p, i in zip(predicted, test, strict=True) if claims[i].kind == kind]
         if picked:
             per_kind[kind] = rate(sum(picked), len(picked)).as_dict()
-    return {"auc": {"auc": round(auc, 4), "ci95": [round(low, 4), round(high, 4)], "n": len(claims)},
+    return {"auc": auc,
             "threshold": float(-threshold), "test_n": len(test),
             "precision": round(float(precision_score(flagged_truth[test], predicted, zero_division=0)), 4),
             "recall": round(float(recall_score(flagged_truth[test], predicted, zero_division=0)), 4),

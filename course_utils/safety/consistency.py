@@ -5,7 +5,7 @@ answer is the *agreement*. A model that knows the answer tends to repeat it; one
 scatters. :func:`sample_answers` draws the samples with the course engine (``n=k`` completions per
 prompt, forked from one prefill), :func:`agreement` reads off the majority and its share, and
 :func:`calibration` bins agreement against the majority answer's accuracy, each bin's accuracy a
-Rate with its interval; :func:`course_utils.safety.injection.bootstrap_auc` then says how well
+Rate with its interval; :func:`course_utils.stats.bootstrap_auc` then says how well
 agreement separates right from wrong answers.
 """
 

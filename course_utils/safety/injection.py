@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RULES", "InjectionClassifier", "bootstrap_auc", "evaluate_detectors", "normalise", "rule_hits",
-           "sentences", "training_units"]
+__all__ = ["RULES", "InjectionClassifier", "evaluate_detectors", "normalise", "rule_hits", "sentences",
+           "training_units"]
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _SPACED = re.compile(r"\b(?:[a-z] ){2,}[a-z]\b")
@@ -116,27 +116,12 @@ def training_units(examples) -> tuple[list[str], list[bool]]:
     return units, labels
 
 
-def bootstrap_auc(labels: Sequence[bool], scores: Sequence[float], rounds: int = 1000, seed: int = 0
-                  ) -> tuple[float, float, float]:
-    """ROC AUC (scikit-learn's) and its 95% percentile bootstrap interval over examples."""
-    from sklearn.metrics import roc_auc_score
-
-    labels, scores = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(rounds):
-        idx = rng.integers(0, len(labels), len(labels))
-        if labels[idx].min() != labels[idx].max():
-            draws.append(roc_auc_score(labels[idx], scores[idx]))
-    return float(roc_auc_score(labels, scores)), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
-
-
 def evaluate_detectors(held_out, classifier_scores: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     """Rules, the classifier at ``threshold``, and either, on ``held_out`` examples: the share
     flagged per kind (a detection rate for "direct" and "indirect", a false-positive rate for
     "benign" and "look-alike"), each a Rate as a dict; and the classifier's ROC AUC with its
     bootstrap interval."""
-    from course_utils.stats import rate
+    from course_utils.stats import auc_report, rate
 
     flags = {"rules": [bool(rule_hits(e.text)) for e in held_out],
              "classifier": [bool(s >= threshold) for s in classifier_scores]}
@@ -148,6 +133,5 @@ def evaluate_detectors(held_out, classifier_scores: np.ndarray, threshold: float
             picked = [f for f, e in zip(flagged, held_out, strict=True) if e.kind == kind]
             if picked:
                 report[detector][kind] = rate(sum(picked), len(picked)).as_dict()
-    auc, low, high = bootstrap_auc([e.injection for e in held_out], classifier_scores)
-    report["classifier_auc"] = {"auc": round(auc, 4), "ci95": [round(low, 4), round(high, 4)], "n": len(held_out)}
+    report["classifier_auc"] = auc_report([e.injection for e in held_out], classifier_scores)
     return report

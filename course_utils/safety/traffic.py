@@ -37,7 +37,10 @@ def traffic_window(n: int, mix: dict[str, float], seed: int, long_share: float =
         raise ValueError(f"a mix gives shares of {', '.join(TOPICS)} that sum to 1, got {mix}")
     rng = random.Random(seed)
     pool = {topic: [row[_FIELD[topic]] for row in load_task(topic)] for topic in mix}
-    details = [e for e in pii_examples(200, seed=seed) if e.spans and not e.hard and e.spans[0][0] in ("EMAIL", "CARD")]
+    details = []
+    if pii_share > 0:  # made-up e-mail addresses and card numbers, for users who paste theirs
+        details = [e for e in pii_examples(200, seed=seed)
+                   if e.spans and not e.hard and e.spans[0][0] in ("EMAIL", "CARD")]
     topics = rng.choices(list(mix), weights=list(mix.values()), k=n)
     window = []
     for topic in topics:
