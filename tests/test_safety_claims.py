@@ -63,5 +63,6 @@ def test_score_report_reads_perfect_and_useless_scores_for_what_they_are():
     perfect = score_report(claims, truth)
     assert perfect["auc"]["auc"] == 1.0 and perfect["precision"] == perfect["recall"] == 1.0
     assert perfect["flagged_by_kind"].get("verbatim", {"k": 0})["k"] == 0
+    assert perfect["precision_rate"]["rate"] == perfect["precision"] and perfect["recall_rate"]["ci95"][1] == 1.0
     noise = score_report(claims, np.random.default_rng(0).random(len(claims)))
     assert noise["auc"]["ci95"][0] < 0.5 < noise["auc"]["ci95"][1]

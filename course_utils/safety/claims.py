@@ -191,8 +191,9 @@ def judge_scores(claims: Sequence[Claim], model, tokenizer, batch_size: int = 8)
 def score_report(claims: Sequence[Claim], support: np.ndarray, seed: int = 0) -> dict[str, Any]:
     """``support`` scores (higher: supported) as a detector of claims that are *not* supported:
     ROC AUC on all claims with a bootstrap interval; a threshold picked for the best F1 on a random
-    half (the development half) and precision, recall and F1 at that threshold on the other half;
-    and, on that other half, the share of each kind flagged."""
+    half (the development half) and precision, recall and F1 at that threshold on the other half
+    (precision and recall also as Rates with their intervals); and, on that other half, the share
+    of each kind flagged."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
     from course_utils.stats import auc_report, rate
@@ -204,7 +205,7 @@ def score_report(claims: Sequence[Claim], support: np.ndarray, seed: int = 0) ->
     dev, test = order[: len(order) // 2], order[len(order) // 2:]
     candidates = np.unique(risk[dev])
     threshold = max(candidates, key=lambda t: f1_score(flagged_truth[dev], risk[dev] >= t, zero_division=0))
-    predicted = risk[test] >= threshold
+    predicted, truth = risk[test] >= threshold, flagged_truth[test]
     per_kind = {}
     for kind in KINDS:
         picked = [bool(p) for p, i in zip(predicted, test, strict=True) if claims[i].kind == kind]
@@ -215,4 +216,12 @@ def score_report(claims: Sequence[Claim], support: np.ndarray, seed: int = 0) ->
             "precision": round(float(precision_score(flagged_truth[test], predicted, zero_division=0)), 4),
             "recall": round(float(recall_score(flagged_truth[test], predicted, zero_division=0)), 4),
             "f1": round(float(f1_score(flagged_truth[test], predicted, zero_division=0)), 4),
+            "precision_rate": _share(predicted & truth, predicted), "recall_rate": _share(predicted & truth, truth),
             "flagged_by_kind": per_kind}
+
+
+def _share(hits: np.ndarray, of: np.ndarray) -> dict[str, Any] | None:
+    """``hits.sum()`` out of ``of.sum()`` as a Rate dict (with its interval), or None when n is 0."""
+    from course_utils.stats import rate
+
+    return rate(int(hits.sum()), int(of.sum())).as_dict() if of.sum() else None
