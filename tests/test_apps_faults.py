@@ -11,7 +11,7 @@ import pytest
 from course_utils.apps.breaker import BreakerState, CircuitBreaker
 from course_utils.apps.caching import AnswerCache, normalise
 from course_utils.apps.fallback import ESCALATION_TEXT, Level, ResilientClient
-from course_utils.apps.faults import FAULT_KINDS, FaultPlan, FaultProxy, Outage
+from course_utils.apps.faults import FAULT_KINDS, REFUSAL_TEXT, FaultPlan, FaultProxy, Outage
 from course_utils.apps.providers import Provider, ProviderError, Rejected, Reply, chat
 from course_utils.apps.retry import RetryPolicy
 from course_utils.context.semantic_cache import SemanticCache
@@ -65,6 +65,17 @@ def test_each_injected_fault_reaches_the_client_as_its_kind(upstream, fault, kin
     if fault == "timeout":
         assert 0.9 < elapsed < 5  # the client's own timeout ended it, not the proxy's 30 s hang
     assert [record.fault for record in proxy.log] == [fault]
+
+
+def test_an_injected_refusal_is_a_well_formed_answer_that_declines(upstream):
+    from course_utils.safety.output_checks import is_refusal
+
+    with FaultProxy(upstream, FaultPlan({"refusal": 0.5}, seed=1)) as proxy:
+        outcomes = [asyncio.run(one_call(proxy)) for _ in range(12)]
+    refused = [o.text == REFUSAL_TEXT for o in outcomes]
+    assert all(isinstance(o, Reply) for o in outcomes)  # a behaviour fault: the transport is fine
+    assert refused == [record.fault == "refusal" for record in proxy.log] and 0 < sum(refused) < 12
+    assert all(is_refusal(o.text) == r for o, r in zip(outcomes, refused, strict=True))
 
 
 def test_untouched_and_slow_requests_reach_the_real_model(upstream):

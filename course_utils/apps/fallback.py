@@ -77,16 +77,17 @@ class ResilientClient:
         self.max_tokens, self.rng = max_tokens, random.Random(seed + 1)
         self.tracer = tracer or trace.NoOpTracer()  # course_utils.apps.tracing.make_tracing() for real spans
 
-    async def answer(self, question: str) -> Answer:
-        """The best answer available now; with a tracer, one trace: a span for the request, each
-        model call, each retry's wait and each cache lookup."""
+    async def answer(self, question: str, system: str | None = None) -> Answer:
+        """The best answer available now, to ``question`` under an optional ``system`` prompt; with a
+        tracer, one trace: a span for the request, each model call, each retry's wait and each cache
+        lookup (inside the caller's span when there is one)."""
         with step_span(self.tracer, "answer", "request", question=question) as span:
-            result = await self._answer(question)
+            result = await self._answer(question, system)
             span.set_attributes({"llm_course.level": result.level.name.lower(), "llm_course.calls": result.calls})
             return result
 
-    async def _answer(self, question: str) -> Answer:
-        messages = [{"role": "user", "content": question}]
+    async def _answer(self, question: str, system: str | None) -> Answer:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
         result = Answer("", Level.ESCALATION)
         for provider in self._order():
             try:

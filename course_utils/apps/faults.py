@@ -12,6 +12,8 @@ outage windows, in seconds since the proxy's clock started) decides what it does
 ``slow_first_byte`` waits ``slow_s``, then forwards
 ``truncated``      forwards, then cuts the body in half and closes without ending it
 ``malformed``      answers 200 with a JSON body that does not parse
+``refusal``        answers 200 with a well-formed completion that declines (:data:`REFUSAL_TEXT`):
+                   not a transport fault but a behaviour one, for monitors that count refusals
 (none)             forwards the request to the upstream server and relays its answer
 =================  ==========================================================================
 
@@ -22,6 +24,7 @@ be run against one schedule. ``log`` keeps (number, seconds, fault, path) for ev
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import socket
@@ -35,10 +38,11 @@ from types import MappingProxyType
 
 import httpx
 
-__all__ = ["FAULT_KINDS", "FaultPlan", "FaultProxy", "FaultRecord", "Outage"]
+__all__ = ["FAULT_KINDS", "REFUSAL_TEXT", "FaultPlan", "FaultProxy", "FaultRecord", "Outage"]
 
 FAULT_KINDS = ("rate_limit", "server_error", "unavailable", "reset", "timeout", "slow_first_byte",
-               "truncated", "malformed")
+               "truncated", "malformed", "refusal")  # new kinds go last: a seed's earlier draws stay the same
+REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 _STATUS = {"rate_limit": (429, "Too Many Requests"), "server_error": (500, "Internal Server Error"),
            "unavailable": (503, "Service Unavailable")}
 _MAX_HEAD_BYTES = 64 * 1024
@@ -208,6 +212,13 @@ class FaultProxy:
         elif fault == "malformed":
             await self._respond(writer, 200, "OK", {"content-type": "application/json"},
                                 b'{"id": "chatcmpl-injected", "choices": [{"message": {"content": "')
+        elif fault == "refusal":
+            words = len(REFUSAL_TEXT.split())
+            payload = json.dumps({"id": "chatcmpl-injected", "object": "chat.completion", "created": 0,
+                                  "model": "injected", "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                      "role": "assistant", "content": REFUSAL_TEXT}}],
+                                  "usage": {"prompt_tokens": 0, "completion_tokens": words, "total_tokens": words}})
+            await self._respond(writer, 200, "OK", {"content-type": "application/json"}, payload.encode())
         else:
             if fault == "slow_first_byte":
                 await asyncio.sleep(plan.slow_s)

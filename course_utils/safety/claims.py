@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Claim", "claim_set", "judge_scores", "score_report", "similarity_scores"]
+__all__ = ["Claim", "claim_set", "judge_scores", "score_report", "similarity_scores", "support_by_similarity"]
 
 KINDS = {"verbatim": "supported", "main_clause": "supported", "number": "contradicted", "entity": "contradicted",
          "negation": "contradicted", "antonym": "contradicted", "extra_clause": "unsupported",
@@ -153,14 +153,20 @@ def claim_set(seed: int = 0, per_passage: int = 18) -> list[Claim]:
 
 def similarity_scores(claims: Sequence[Claim], embedder) -> np.ndarray:
     """(N,) highest cosine similarity between each claim and any sentence of its context."""
+    return support_by_similarity([(c.context, c.claim) for c in claims], embedder)
+
+
+def support_by_similarity(pairs: Sequence[tuple[str, str]], embedder) -> np.ndarray:
+    """(N,) for each (context, claim) pair, the highest cosine similarity between the claim's MiniLM
+    embedding and that of any sentence of the context."""
     from course_utils.context.retrieval import unit_embeddings
     from course_utils.safety.injection import sentences
 
-    contexts = sorted({c.context for c in claims})
+    contexts = sorted({context for context, _ in pairs})
     sentence_sets = {ctx: unit_embeddings(embedder, sentences(ctx)) for ctx in contexts}
-    claim_vectors = unit_embeddings(embedder, [c.claim for c in claims])
-    return np.asarray([float((sentence_sets[c.context] @ v).max()) for c, v in zip(claims, claim_vectors,
-                                                                                   strict=True)])
+    claim_vectors = unit_embeddings(embedder, [claim for _, claim in pairs])
+    return np.asarray([float((sentence_sets[context] @ v).max())
+                       for (context, _), v in zip(pairs, claim_vectors, strict=True)])
 
 
 def judge_scores(claims: Sequence[Claim], model, tokenizer, batch_size: int = 8) -> np.ndarray:
