@@ -12,17 +12,29 @@
   of a right answer;
 * drift: each check's false-alarm rate with no shift and its power against topic shifts, over 200
   pairs of 200-message windows;
+* output checks: the refusal detector and the system-prompt leak score on their labelled sets;
+  the chapter assistant's topic filter on held-out questions;
+* citations: every chapter question under the four conditions (retrieval or not, the
+  cite-every-sentence instruction or not) and after the verification gate;
+* red team: 12 probes of each kind through the guarded assistant (the course server behind a
+  fault proxy), which layer stopped each, and each check's time from the spans;
+* monitoring: two windows of 150 requests (the second with a shifted mix, longer messages, pasted
+  details and 25% injected refusals) through the guarded assistant, rates per block of 25 and the
+  drift checks between the windows, all read from the traces;
 * cost: the time each layer adds to one request, as a ratio to one SmolLM2 call that writes 32
   tokens, measured in the same run (CPU times are for ratios only).
 
-Writes benchmarks/results/safety.json. About eight minutes on 2 CPU cores.
+Writes benchmarks/results/safety.json. About fifteen minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from course_utils.defaults import DEFAULT_MODEL
@@ -60,6 +72,72 @@ def drift_power(tokenizer, trials: int = 200, n: int = 200) -> dict[str, dict[st
                 alerts.setdefault(check.statistic, {}).setdefault(f"{shift:.2f}", []).append(check.alert)
     return {stat: {shift: rate(sum(flags), len(flags)).as_dict() for shift, flags in by_shift.items()}
             for stat, by_shift in alerts.items()}
+
+
+def guarded_runs(embedder, classifier, support_threshold: float, per_kind: int = 12, window: int = 150
+                 ) -> dict[str, object]:
+    """Output checks, citations, the red team and the monitoring windows (see the module docstring)."""
+    from course_utils.apps.faults import FaultPlan
+    from course_utils.apps.tracing import COMPONENT, make_tracing
+    from course_utils.context.corpus import load_questions
+    from course_utils.safety.assistant import (
+        ChapterRetriever,
+        fit_topic_filter,
+        run_guarded,
+        traffic_asks,
+        tutor_config,
+    )
+    from course_utils.safety.citations import measure_citations
+    from course_utils.safety.claims import support_by_similarity
+    from course_utils.safety.drift import compare_windows
+    from course_utils.safety.monitoring import guard_latency, over_time, request_records, window_signals
+    from course_utils.safety.output_checks import evaluate_output_checks
+    from course_utils.safety.red_team import probes, red_team_table
+    from course_utils.safety.traffic import traffic_window
+    from course_utils.serving import LLM
+    from course_utils.serving.server import background_server
+
+    checks = evaluate_output_checks(1200, 600)
+    questions = load_questions()
+    retrieve = ChapterRetriever(embedder, questions)
+    topics, topic_report = fit_topic_filter(embedder, retrieve.chunks, questions)
+    llm = LLM(DEFAULT_MODEL, num_blocks=2048, block_size=16, max_model_len=2048, max_num_seqs=64)
+    citations = measure_citations(llm, questions, retrieve, partial(support_by_similarity, embedder=embedder),
+                                  support_threshold, max_tokens=48)
+    print("citations:", {k: v.get("bad_citation_rate") for k, v in citations["conditions"].items()})
+    config = tutor_config(embedder, classifier, topics, support_threshold)
+    with background_server(llm.engine, DEFAULT_MODEL) as url:
+        upstream = url.removesuffix("/v1")
+        suite = probes(per_kind, [(q.question, p) for q in questions if (p := retrieve.answering(q))])
+        tracer, exporter = make_tracing()
+        replies = asyncio.run(run_guarded(upstream, DEFAULT_MODEL, config,
+                                          [(p.text, p.passages, {"kind": p.kind}) for p in suite], tracer))
+        spans = exporter.get_finished_spans()
+        table = [{k: v.as_dict() if hasattr(v, "as_dict") else v for k, v in row.items()}
+                 for row in red_team_table(suite, replies)]
+        print("red team, through untouched:", {row["kind"]: row["through"]["rate"] for row in table})
+        model_ms = [(s.end_time - s.start_time) / 1e6 for s in spans if (s.attributes or {}).get(COMPONENT) == "llm"]
+        latency = guard_latency(spans)
+        mixes = {"first": ({"chapter_questions": 0.8, "sentiment": 0.1, "arithmetic": 0.1}, 0.0, 0.0, FaultPlan()),
+                 "second": ({"chapter_questions": 0.5, "sentiment": 0.3, "arithmetic": 0.2}, 0.3, 0.15,
+                            FaultPlan({"refusal": 0.25}))}
+        tracer, exporter = make_tracing()
+        for i, (name, (mix, long_share, pii_share, plan)) in enumerate(mixes.items()):
+            asks = traffic_asks(traffic_window(window, mix, seed=5 + i, long_share=long_share, pii_share=pii_share),
+                                retrieve, name)
+            asyncio.run(run_guarded(upstream, DEFAULT_MODEL, config, asks, tracer, plan))
+    records = sorted(request_records(exporter.get_finished_spans()),
+                     key=lambda r: (r["window"] != "first", r["start_s"]))
+    keys = ["topic", "input_triggered", "refusal", "unfaithful", "output_replaced", "tokens", "latency_s"]
+    drift_checks = compare_windows(*(window_signals([r for r in records if r["window"] == w], keys)
+                                     for w in ("first", "second")))
+    print("monitoring alerts:", [str(c) for c in drift_checks if c.alert])
+    blocks = [{k: v.as_dict() if hasattr(v, "as_dict") else v for k, v in b.items()} for b in over_time(records, 25)]
+    return {"output_checks": checks, "topic_filter": topic_report, "citations": citations,
+            "red_team": {"per_kind": per_kind, "table": table, "guard_latency_ms": latency,
+                         "model_call_ms_p50": round(float(np.median(model_ms)), 1)},
+            "monitoring": {"window": window, "blocks": blocks,
+                           "checks": [c.__dict__ for c in drift_checks]}}
 
 
 def main() -> None:
@@ -125,10 +203,12 @@ def main() -> None:
                   lambda c: similarity_scores([c], embedder), claims[:20])}
     cost = {name: float(f"{seconds / model_call:.3g}") for name, seconds in layers.items()}  # 3 significant digits
     print("time per request as a share of one 32-token model call:", cost)
+    guarded = guarded_runs(embedder, classifier, faithfulness["similarity"]["threshold"])
     record_benchmark(RESULTS, "safety", model=DEFAULT_MODEL, personal_data={"examples": len(pii), **pii_report},
                      injection={"train": len(train), "held_out": len(held_out), **injection_report},
                      faithfulness={"claims": len(claims), **faithfulness}, self_consistency=consistency,
-                     drift={"trials": 200, "window": 200, "alerts": drift}, cost_relative_to_one_model_call=cost)
+                     drift={"trials": 200, "window": 200, "alerts": drift}, cost_relative_to_one_model_call=cost,
+                     **guarded)
 
 
 if __name__ == "__main__":

@@ -54,11 +54,11 @@ def test_messages_number_the_passages_and_carry_the_rule_only_when_asked():
 
 
 def test_four_conditions_on_the_real_model_add_up(smollm2):
+    from course_utils.architecture.transformer import Llama
     from course_utils.context.corpus import chapter_text, load_questions
     from course_utils.models import load_embedder
     from course_utils.safety.claims import support_by_similarity
     from course_utils.serving import LLM
-    from course_utils.architecture.transformer import Llama
 
     model, tokenizer = smollm2
     llm = LLM.from_model(Llama.from_hf(model), tokenizer, num_blocks=256, block_size=16, max_model_len=1024)

@@ -152,7 +152,8 @@ def test_output_layer_gates_leaks_schema_personal_data_and_unsupported_claims():
 
     passage = "the shop opens at nine and closes at five on weekdays"
     grounded = ScriptedModel("The shop opens at nine on weekdays.", "The shop opens at seven on Sundays.")
-    faithful = GuardConfig(input_checks=(), output_checks=("faithfulness",), support=fake_support, support_threshold=0.5)
+    faithful = GuardConfig(input_checks=(), output_checks=("faithfulness",), support=fake_support,
+                           support_threshold=0.5)
     kept, replaced = run_app(grounded, faithful, [("When?", [passage]), ("When?", [passage])])
     assert kept.stopped_by is None and kept.text.startswith("The shop opens at nine")
     assert replaced.stopped_by == "output:faithfulness" and replaced.text == FALLBACK_TEXT
@@ -190,7 +191,8 @@ def test_every_decision_is_a_span_and_the_monitor_reads_them_back():
 
     records = request_records(spans)
     assert [r["window"] for r in records] == [a[2]["window"] for a in asks]
-    assert [r["refusal"] for r in records] == [r.verdict("refusal") == "flag" for r in replies] == [False] * 6 + [True] * 6
+    flagged = [r.verdict("refusal") == "flag" for r in replies]
+    assert [r["refusal"] for r in records] == flagged == [False] * 6 + [True] * 6
     assert [r["input_triggered"] for r in records] == [i % 4 == 0 for i in range(12)]
     assert all(r["cost_usd"] > 0 and r["tokens"] > 0 for r in records)
     blocks = over_time(records, 6)
@@ -215,3 +217,65 @@ def test_an_escalated_request_skips_the_output_layer():
     reply = asyncio.run(go())
     assert reply.answer.level is Level.ESCALATION and reply.raw is None
     assert [d.layer for d in reply.decisions] == ["input", "input"]
+
+
+def test_red_team_probes_cover_every_kind_and_the_table_says_which_layer_acted():
+    from course_utils.safety.guardrails import Decision, GuardedReply
+    from course_utils.safety.red_team import PROBE_KINDS, handled_by, probes, red_team_table
+
+    items = [("Why does the course hash model files?", "the course refuses a model file whose sha256 differs"),
+             ("What does QUICK do?", "QUICK runs a smaller set of questions on two cores")]
+    suite = probes(3, items, seed=1)
+    assert [p.kind for p in suite].count("benign") == 3 and {p.kind for p in suite} == set(PROBE_KINDS)
+    assert all(p.passages for p in suite if p.kind in ("indirect injection", "personal data out", "benign"))
+    assert all(p.text in {q for q, _ in items} for p in suite if p.kind in ("benign", "unsupported answer"))
+    replies = []
+    for p in suite:
+        if p.kind == "direct injection":
+            replies.append(GuardedReply("x", [Decision("input", "injection", "block", 1.0)]))
+        elif p.kind == "personal data out":
+            replies.append(GuardedReply("x", [Decision("input", "injection", "pass"),
+                                              Decision("output", "pii", "redact")]))
+        elif p.kind == "prompt extraction":
+            replies.append(GuardedReply("x", [Decision("output", "refusal", "flag")]))
+        else:
+            replies.append(GuardedReply("x", [Decision("input", "injection", "pass")]))
+    assert handled_by(replies[0]) == "input"
+    table = {row["kind"]: row for row in red_team_table(suite, replies)}
+    assert table["direct injection"]["input layer"].k == 3 and table["direct injection"]["through"].k == 0
+    assert table["personal data out"]["output layer"].k == 3
+    assert table["prompt extraction"]["through"].k == 3 and table["prompt extraction"]["model refused"].k == 3
+    assert table["benign"]["through"].k == 3 and table["benign"]["checks that acted"] == ""
+
+
+def test_output_checks_report_per_kind_rates_and_the_leak_auc():
+    from course_utils.safety.output_checks import evaluate_output_checks
+
+    report = evaluate_output_checks(90, 50, leak_threshold=0.75, seed=3)
+    refusal = report["refusal"]["flagged_by_kind"]
+    assert set(refusal) == {"refusal", "answer", "look-alike"} and sum(r["n"] for r in refusal.values()) == 90
+    leak = report["prompt_leak"]
+    assert sum(r["n"] for r in leak["flagged_by_kind"].values()) == 50 and leak["auc"]["n"] == 50
+    assert leak["flagged_by_kind"]["verbatim"]["rate"] == 1.0 and leak["flagged_by_kind"]["answer"]["rate"] == 0.0
+
+
+def test_the_chapter_assistant_retrieves_the_evidence_and_its_topic_filter_is_measured_on_held_out_text():
+    from course_utils.context.corpus import contains_evidence, load_questions
+    from course_utils.models import load_embedder
+    from course_utils.safety.assistant import ChapterRetriever, fit_topic_filter
+
+    embedder = load_embedder()
+    questions = load_questions()
+    retrieve = ChapterRetriever(embedder, questions)
+    found = [retrieve.answering(q) for q in questions]
+    assert sum(p is not None for p in found) >= 0.8 * len(questions)
+    assert all(contains_evidence(p, q.evidence) for p, q in zip(found, questions, strict=True) if p)
+    assert len(retrieve(questions[0].question, 3)) == 3
+    topics, report = fit_topic_filter(embedder, retrieve.chunks, questions, seed=0)
+    assert topics.threshold == pytest.approx(report["threshold"], abs=1e-4)
+    assert report["on_topic_let_through"]["n"] == len(questions) - len(questions) // 2
+    assert report["off_topic_blocked"]["n"] == 60 and report["allowed_examples"] == len(retrieve.chunks)
+    assert report["off_topic_blocked"]["ci95"][0] > 0.8  # reviews and word problems look nothing like the chapters
+    assert report["on_topic_let_through"]["ci95"][0] > 0.5
+    with pytest.raises(ValueError, match="need at least two questions"):
+        fit_topic_filter(embedder, retrieve.chunks, questions[:1])

@@ -15,7 +15,7 @@
    the system prompt: the reply is replaced by the fallback), ``refusal`` (flagged, not changed: a
    monitor counts it), ``schema`` (an invalid document is replaced by the fallback) and
    ``faithfulness`` (each sentence of the reply scored against the passages by a support scorer;
-   any sentence under the threshold replaces the reply by the fallback).
+   any sentence under the threshold replaces the reply by the fallback; a refusal makes no claim).
 
 Every check runs inside its own span (component ``guardrail``) under the request's span, with its
 layer, check, verdict and score as attributes, so the third layer, **monitoring**, is built from
@@ -185,7 +185,9 @@ class GuardedApp:
     def _injection_score(self, texts: list[str]) -> list[float]:
         """Per text: 1.0 on a rule hit, else the classifier's probability (0.0 without one)."""
         config = self.config
-        learned = config.injection_classifier.score(texts) if config.injection_classifier and texts else [0.0] * len(texts)
+        learned = [0.0] * len(texts)
+        if config.injection_classifier is not None and texts:
+            learned = config.injection_classifier.score(texts)
         return [1.0 if rule_hits(t) else float(p) for t, p in zip(texts, learned, strict=True)]
 
     def _input(self, check: str, text: str, passages: list[str]) -> tuple[Decision, str, list[str]]:
@@ -230,8 +232,10 @@ class GuardedApp:
             error = schema_error(reply, config.schema)
             return Decision("output", check, "fallback" if error else "pass", detail=error or ""), reply
         claims = [s for s in sentences(reply) if len(s.split()) >= config.min_claim_words]  # faithfulness
-        if not context or not claims:
-            return Decision("output", check, "skip", detail="no context" if not context else "no claims"), reply
+        why_not = ("no context" if not context else "a refusal" if is_refusal(reply)
+                   else "no claims" if not claims else "")
+        if why_not:  # nothing to hold against the passages
+            return Decision("output", check, "skip", detail=why_not), reply
         scores = np.asarray(config.support([(context, claim) for claim in claims]))
         weakest = float(scores.min())
         verdict = "fallback" if weakest < config.support_threshold else "pass"

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from course_utils.apps.tracing import COMPONENT, COST
 from course_utils.safety.guardrails import GUARD
@@ -56,7 +57,8 @@ def request_records(spans: Sequence[ReadableSpan]) -> list[dict[str, Any]]:
             "refusal": verdict.get(("output", "refusal")) == "flag",
             "unfaithful": verdict.get(("output", "faithfulness")) == "fallback",
             "output_replaced": any(v == "fallback" for (layer, _), v in verdict.items() if layer == "output"),
-            "tokens": sum(c.get("gen_ai.usage.input_tokens", 0) + c.get("gen_ai.usage.output_tokens", 0) for c in calls),
+            "tokens": sum(c.get(gen_ai.GEN_AI_USAGE_INPUT_TOKENS, 0) + c.get(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, 0)
+                          for c in calls),
             "cost_usd": sum(c.get(COST, 0.0) for c in calls)})
     return records
 
