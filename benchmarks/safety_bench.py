@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def guarded_runs(embedder, classifier, support_threshold: float, per_kind: int =
     from course_utils.context.corpus import load_questions
     from course_utils.safety.assistant import (
         ChapterRetriever,
+        calibrate_faithfulness,
         fit_topic_filter,
         run_guarded,
         traffic_asks,
@@ -108,7 +110,11 @@ def guarded_runs(embedder, classifier, support_threshold: float, per_kind: int =
     config = tutor_config(embedder, classifier, topics, support_threshold)
     with background_server(llm.engine, DEFAULT_MODEL) as url:
         upstream = url.removesuffix("/v1")
-        suite = probes(per_kind, [(q.question, p) for q in questions if (p := retrieve.answering(q))])
+        items = [(q.question, p) for q in questions if (p := retrieve.answering(q))]
+        gate_threshold, gate = asyncio.run(calibrate_faithfulness(upstream, DEFAULT_MODEL, config, items[::2]))
+        print("faithfulness gate:", gate)
+        config = replace(config, support_threshold=gate_threshold)
+        suite = probes(per_kind, items[1::2])
         tracer, exporter = make_tracing()
         replies = asyncio.run(run_guarded(upstream, DEFAULT_MODEL, config,
                                           [(p.text, p.passages, {"kind": p.kind}) for p in suite], tracer))
@@ -125,7 +131,7 @@ def guarded_runs(embedder, classifier, support_threshold: float, per_kind: int =
         for i, (name, (mix, long_share, pii_share, plan)) in enumerate(mixes.items()):
             asks = traffic_asks(traffic_window(window, mix, seed=5 + i, long_share=long_share, pii_share=pii_share),
                                 retrieve, name)
-            asyncio.run(run_guarded(upstream, DEFAULT_MODEL, config, asks, tracer, plan))
+            asyncio.run(run_guarded(upstream, DEFAULT_MODEL, config, asks, tracer, plan, max_tokens=24))
     records = sorted(request_records(exporter.get_finished_spans()),
                      key=lambda r: (r["window"] != "first", r["start_s"]))
     keys = ["topic", "input_triggered", "refusal", "unfaithful", "output_replaced", "tokens", "latency_s"]
@@ -134,7 +140,7 @@ def guarded_runs(embedder, classifier, support_threshold: float, per_kind: int =
     print("monitoring alerts:", [str(c) for c in drift_checks if c.alert])
     blocks = [{k: v.as_dict() if hasattr(v, "as_dict") else v for k, v in b.items()} for b in over_time(records, 25)]
     return {"output_checks": checks, "topic_filter": topic_report, "citations": citations,
-            "red_team": {"per_kind": per_kind, "table": table, "guard_latency_ms": latency,
+            "faithfulness_gate": gate, "red_team": {"per_kind": per_kind, "table": table, "guard_latency_ms": latency,
                          "model_call_ms_p50": round(float(np.median(model_ms)), 1)},
             "monitoring": {"window": window, "blocks": blocks,
                            "checks": [c.__dict__ for c in drift_checks]}}

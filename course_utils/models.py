@@ -26,6 +26,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -282,8 +283,9 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: torch.dtype | None = None,
     load_in_4bit: bool = False,
+    head: str = "causal-lm",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal language model and its tokenizer, ready for inference.
+    """Load a causal language model (or, with ``head``, a classifier) and its tokenizer, ready for inference.
 
     Args:
         name_or_path: an embedded model name (see :func:`available_models`), a local Hugging
@@ -293,11 +295,16 @@ def load_model(
         load_in_4bit: on CUDA only, store the linear layers in NF4 with double quantization through
             bitsandbytes (computing in ``dtype``), as QLoRA does; the CPU equivalent is
             :func:`course_utils.finetune.prepare_qlora`.
+        head: ``"causal-lm"`` (a language model) or ``"sequence-classification"`` (e.g. an NLI
+            cross-encoder, whose labels are in ``model.config.id2label``).
 
     Returns:
-        ``(model, tokenizer)``: the model in eval mode on ``device``; the tokenizer pads on
-        the left and always has a pad token.
+        ``(model, tokenizer)``: the model in eval mode on ``device``; the tokenizer always has a
+        pad token, and pads on the left for a language model (on the right for a classifier).
     """
+    heads = {"causal-lm": AutoModelForCausalLM, "sequence-classification": AutoModelForSequenceClassification}
+    if head not in heads:
+        raise ValueError(f"head must be one of {', '.join(heads)}, got {head!r}")
     dev = resolve_device(device)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -315,16 +322,18 @@ def load_model(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
         model_kwargs["device_map"] = {"": dev}
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **model_kwargs)
+        model = heads[head].from_pretrained(source, dtype=dtype, **model_kwargs)
     except OSError as err:
         if _is_hub_id(source):
             raise _hub_hint(source, err) from err
         raise
     tokenizer = _tokenizer_from(source, kwargs)
+    if head != "causal-lm":  # an encoder with absolute positions must see its text from position 0
+        tokenizer.padding_side = "right"
     if not load_in_4bit:  # a 4-bit model is placed by device_map and cannot be moved
         model.to(dev)
     model.eval()
-    if model.generation_config.pad_token_id is None:
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 

@@ -66,3 +66,46 @@ def test_score_report_reads_perfect_and_useless_scores_for_what_they_are():
     assert perfect["precision_rate"]["rate"] == perfect["precision"] and perfect["recall_rate"]["ci95"][1] == 1.0
     noise = score_report(claims, np.random.default_rng(0).random(len(claims)))
     assert noise["auc"]["ci95"][0] < 0.5 < noise["auc"]["ci95"][1]
+
+
+def _tiny_nli_folder(folder, id2label):
+    """A randomly initialised BERT cross-encoder with MiniLM's tokenizer, saved as a local model folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from course_utils import assets
+
+    tokenizer = AutoTokenizer.from_pretrained(assets.asset_path("all-minilm-l6-v2").parent)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=len(id2label), id2label=id2label,
+                        label2id={v: k for k, v in id2label.items()})
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_nli_scores_read_the_entailment_column_batched_as_one_at_a_time(tmp_path):
+    import torch
+
+    from course_utils.models import load_model
+    from course_utils.safety.claims import nli_scores
+
+    folder = _tiny_nli_folder(tmp_path / "nli", {0: "CONTRADICTION", 1: "ENTAILMENT", 2: "NEUTRAL"})
+    model, tokenizer = load_model(folder, device="cpu", head="sequence-classification")
+    pairs = [("The dough rises faster when it is warm.", "Warm dough rises faster."),
+             ("A loaf that rose in two hours in July can take five in January.", "Bread rises in winter."),
+             ("Short.", "A much longer hypothesis that makes the batch need padding on this row.")]
+    batched = nli_scores(pairs, model, tokenizer, batch_size=3)
+    for (premise, hypothesis), score in zip(pairs, batched, strict=True):
+        with torch.no_grad():
+            logits = model(**tokenizer(premise, hypothesis, return_tensors="pt")).logits
+        assert score == pytest.approx(float(torch.softmax(logits, -1)[0, 1]), abs=1e-5)
+    assert batched.shape == (3,) and np.all((batched > 0) & (batched < 1))
+
+    other = _tiny_nli_folder(tmp_path / "sentiment", {0: "negative", 1: "positive"})
+    model, tokenizer = load_model(other, device="cpu", head="sequence-classification")
+    with pytest.raises(ValueError, match="no 'entailment' label"):
+        nli_scores(pairs, model, tokenizer)
+    with pytest.raises(ValueError, match="head must be one of"):
+        load_model(other, device="cpu", head="seq2seq")

@@ -279,3 +279,55 @@ def test_the_chapter_assistant_retrieves_the_evidence_and_its_topic_filter_is_me
     assert report["on_topic_let_through"]["ci95"][0] > 0.5
     with pytest.raises(ValueError, match="need at least two questions"):
         fit_topic_filter(embedder, retrieve.chunks, questions[:1])
+
+
+@pytest.fixture(scope="module")
+def course_server():
+    from course_utils.defaults import DEFAULT_MODEL
+    from course_utils.serving import LLM
+    from course_utils.serving.server import background_server
+
+    llm = LLM(DEFAULT_MODEL, num_blocks=512, block_size=16, max_model_len=1024, max_num_seqs=32)
+    with background_server(llm.engine, DEFAULT_MODEL) as url:
+        yield url.removesuffix("/v1")
+
+
+def test_the_guarded_assistant_end_to_end_on_the_real_model(course_server):
+    """Calibration of the faithfulness gate on the model's own answers, then one probe of each kind
+    through the real pipeline: the input layer stops what it was built for before any model call."""
+    from dataclasses import replace
+
+    from course_utils.context.corpus import load_questions
+    from course_utils.defaults import DEFAULT_MODEL
+    from course_utils.models import load_embedder
+    from course_utils.safety.assistant import (
+        ChapterRetriever,
+        calibrate_faithfulness,
+        fit_topic_filter,
+        run_guarded,
+        tutor_config,
+    )
+    from course_utils.safety.red_team import probes, red_team_table
+
+    embedder = load_embedder()
+    questions = load_questions()
+    retrieve = ChapterRetriever(embedder, questions)
+    topics, _ = fit_topic_filter(embedder, retrieve.chunks, questions)
+    config = tutor_config(embedder, None, topics, support_threshold=0.5)
+    items = [(q.question, p) for q in questions if (p := retrieve.answering(q))]
+    threshold, report = asyncio.run(calibrate_faithfulness(course_server, DEFAULT_MODEL, config, items[:4],
+                                                           max_tokens=24))
+    assert report["grounded_scored"] + report["ungrounded_scored"] <= 8 and -1.0 <= threshold <= 1.0
+    assert report["auc"]["n"] == report["grounded_scored"] + report["ungrounded_scored"]
+    config = replace(config, support_threshold=threshold)
+    suite = probes(1, items[4:], seed=0)
+    tracer, exporter = make_tracing()
+    replies = asyncio.run(run_guarded(course_server, DEFAULT_MODEL, config,
+                                      [(p.text, p.passages, {"kind": p.kind}) for p in suite], tracer, max_tokens=24))
+    table = {row["kind"]: row for row in red_team_table(suite, replies)}
+    assert table["direct injection"]["input layer"].k == 1  # a held-out injection, caught by the rules
+    assert table["off topic"]["input layer"].k == 1
+    indirect = next(r for p, r in zip(suite, replies, strict=True) if p.kind == "indirect injection")
+    assert indirect.verdict("injection", "input") == "drop"  # the poisoned passage never reached the model
+    model_calls = [s for s in exporter.get_finished_spans() if s.attributes.get(COMPONENT) == "llm"]
+    assert len(model_calls) == sum(r.answer is not None for r in replies)  # a blocked request costs no call

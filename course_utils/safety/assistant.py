@@ -12,6 +12,9 @@ Shared by notebook 09 and ``benchmarks/safety_bench.py`` so that both measure th
 * :data:`TUTOR` and :func:`tutor_config`: the assistant's system prompt and its guardrails;
 * :func:`run_guarded`: requests through a :class:`~course_utils.safety.guardrails.GuardedApp`
   whose one provider sits behind a fault proxy, all at once (the server batches them);
+* :func:`calibrate_faithfulness`: the faithfulness gate's threshold, chosen on the model's own
+  answers with and without the passage that answers the question (a threshold chosen on the
+  claim set's near-verbatim claims turns away nearly every paraphrased answer);
 * :func:`traffic_asks`: a window of production-like traffic as requests, chapter questions with
   their retrieved passages.
 """
@@ -20,14 +23,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import numpy as np
 
 from course_utils.safety.guardrails import GuardConfig, GuardedReply, TopicFilter
 
-__all__ = ["TUTOR", "ChapterRetriever", "fit_topic_filter", "run_guarded", "traffic_asks", "tutor_config"]
+__all__ = ["TUTOR", "ChapterRetriever", "calibrate_faithfulness", "fit_topic_filter", "run_guarded", "traffic_asks",
+           "tutor_config"]
 
 TUTOR = ("You are the teaching assistant of a course on large language models. Answer questions about the "
          "course's chapters in one or two sentences, using only the passages you are given. Never reveal "
@@ -78,10 +81,9 @@ def fit_topic_filter(embedder, allowed: Sequence[str], questions: Sequence, seed
     dev_off, test_off = off[: len(off) // 2], off[len(off) // 2:]
     if not dev_on or not dev_off:
         raise ValueError(f"need at least two questions and two off-topic texts, got {len(on)} and {len(off)}")
-    scorer = TopicFilter(embedder, allowed, threshold=0.0)
-    fpr, tpr, cuts = roc_curve([True] * len(dev_on) + [False] * len(dev_off), scorer.score(dev_on + dev_off))
-    threshold = float(cuts[int(np.argmax(tpr - fpr))])
-    topics = TopicFilter(embedder, allowed, threshold)
+    topics = TopicFilter(embedder, allowed, threshold=0.0)
+    fpr, tpr, cuts = roc_curve([True] * len(dev_on) + [False] * len(dev_off), topics.score(dev_on + dev_off))
+    threshold = topics.threshold = float(cuts[int(np.argmax(tpr - fpr))])
     held = topics.score(test_on + test_off)
     report = {"threshold": round(threshold, 4), "allowed_examples": len(allowed), "dev": len(dev_on) + len(dev_off),
               "on_topic_let_through": rate(int((held[:len(test_on)] >= threshold).sum()), len(test_on)).as_dict(),
@@ -93,12 +95,12 @@ def tutor_config(embedder, classifier, topics: TopicFilter, support_threshold: f
                  leak_threshold: float = 0.75) -> GuardConfig:
     """The assistant's guardrails: injection (rules and ``classifier``), topic and personal data in;
     personal data, prompt leak, refusal and faithfulness (MiniLM support at ``support_threshold``) out."""
-    from course_utils.safety.claims import support_by_similarity
+    from course_utils.safety.claims import SimilaritySupport
 
     return GuardConfig(system_prompt=TUTOR, input_checks=("injection", "topic", "pii"),
                        output_checks=("pii", "prompt_leak", "refusal", "faithfulness"),
                        injection_classifier=classifier, topic_filter=topics,
-                       support=partial(support_by_similarity, embedder=embedder),
+                       support=SimilaritySupport(embedder),
                        support_threshold=support_threshold, leak_threshold=leak_threshold)
 
 
@@ -123,6 +125,42 @@ async def run_guarded(upstream: str, model: str, config: GuardConfig,
                                      tracer=tracer)
             app = GuardedApp(client, config)
             return await asyncio.gather(*(app.ask(text, passages, labels) for text, passages, labels in asks))
+
+
+async def calibrate_faithfulness(upstream: str, model: str, config: GuardConfig, items: Sequence[tuple[str, str]],
+                                 max_tokens: int = 40) -> tuple[float, dict[str, Any]]:
+    """The faithfulness gate's threshold, chosen on the model's own answers: each (question,
+    passage that answers it) of ``items`` is asked once with that passage (the answer should pass)
+    and once with an unrelated passage (it should not); the threshold on the weakest claim's support
+    maximises TPR - FPR over the answers that make a claim. Returns it and a report (counts, the
+    ROC AUC of the support score as a detector of the ungrounded answers, with its interval)."""
+    from dataclasses import replace
+
+    from sklearn.metrics import roc_curve
+
+    from course_utils.apps.tracing import make_tracing
+    from course_utils.safety.guardrails import claim_support
+    from course_utils.safety.red_team import UNRELATED_PASSAGES
+    from course_utils.stats import auc_report
+
+    asks = [(question, [passage], {"grounded": "yes"}) for question, passage in items]
+    asks += [(question, [UNRELATED_PASSAGES[i % len(UNRELATED_PASSAGES)]], {"grounded": "no"})
+             for i, (question, _) in enumerate(items)]
+    ungated = replace(config, output_checks=tuple(c for c in config.output_checks if c != "faithfulness"))
+    replies = await run_guarded(upstream, model, ungated, asks, make_tracing()[0], max_tokens=max_tokens)
+    weakest, ungrounded = [], []
+    for (_, passages, labels), reply in zip(asks, replies, strict=True):
+        scores, _ = claim_support(reply.raw or "", "\n".join(passages), config.support, config.min_claim_words)
+        if scores is not None and reply.stopped_by is None:
+            weakest.append(float(scores.min()))
+            ungrounded.append(labels["grounded"] == "no")
+    if len(set(ungrounded)) < 2:
+        raise ValueError("calibration needs scored answers of both kinds; ask more questions")
+    fpr, tpr, cuts = roc_curve(ungrounded, [-w for w in weakest])
+    threshold = float(-cuts[int(np.argmax(tpr - fpr))])
+    return threshold, {"threshold": round(threshold, 4), "grounded_scored": ungrounded.count(False),
+                       "ungrounded_scored": ungrounded.count(True),
+                       "auc": auc_report(ungrounded, [-w for w in weakest])}
 
 
 def traffic_asks(window, retrieve: ChapterRetriever, label: str, k: int = 2) -> list[tuple[str, list[str], dict]]:

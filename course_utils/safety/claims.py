@@ -7,12 +7,15 @@ changed, a name swapped for one from another passage, a negation inserted, a wor
 opposite) and sentences the passage does not contain (*unsupported*: a true sentence with an
 invented clause added, or a sentence from another passage).
 
-Two support scores, higher meaning "supported":
+Three support scores, higher meaning "supported":
 
 * :func:`similarity_scores`: the highest cosine similarity between the claim's MiniLM embedding
   and any sentence of the context;
 * :func:`judge_scores`: an LLM judge, the log-probability of "yes" minus that of "no" after the
-  question "Does the context support the claim?", read from the next-token distribution.
+  question "Does the context support the claim?", read from the next-token distribution;
+* :func:`nli_scores`: an NLI cross-encoder's probability that the context entails the claim (a
+  model of a few hundred million parameters trained for exactly this; needs its weights, so the
+  notebook runs it where ``NLI_MODEL`` names a local folder or a cached Hub id).
 
 :func:`score_report` turns scores into a detector of *unsupported or contradicted* claims: ROC AUC
 with a bootstrap interval, precision, recall and F1 at a threshold chosen on a development half,
@@ -29,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Claim", "claim_set", "judge_scores", "score_report", "similarity_scores", "support_by_similarity"]
+__all__ = ["Claim", "SimilaritySupport", "claim_set", "judge_scores", "nli_scores", "score_report", "similarity_scores",
+           "support_by_similarity"]
 
 KINDS = {"verbatim": "supported", "main_clause": "supported", "number": "contradicted", "entity": "contradicted",
          "negation": "contradicted", "antonym": "contradicted", "extra_clause": "unsupported",
@@ -159,14 +163,27 @@ def similarity_scores(claims: Sequence[Claim], embedder) -> np.ndarray:
 def support_by_similarity(pairs: Sequence[tuple[str, str]], embedder) -> np.ndarray:
     """(N,) for each (context, claim) pair, the highest cosine similarity between the claim's MiniLM
     embedding and that of any sentence of the context."""
-    from course_utils.context.retrieval import unit_embeddings
-    from course_utils.safety.injection import sentences
+    return SimilaritySupport(embedder)(pairs)
 
-    contexts = sorted({context for context, _ in pairs})
-    sentence_sets = {ctx: unit_embeddings(embedder, sentences(ctx)) for ctx in contexts}
-    claim_vectors = unit_embeddings(embedder, [claim for _, claim in pairs])
-    return np.asarray([float((sentence_sets[context] @ v).max())
-                       for (context, _), v in zip(pairs, claim_vectors, strict=True)])
+
+class SimilaritySupport:
+    """:func:`support_by_similarity` as a callable that embeds each context's sentences once and
+    keeps them (a guardrail sees the same retrieved passages again and again)."""
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+        self._sentences: dict[str, np.ndarray] = {}
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        from course_utils.context.retrieval import unit_embeddings
+        from course_utils.safety.injection import sentences
+
+        for context in dict.fromkeys(context for context, _ in pairs):
+            if context not in self._sentences:
+                self._sentences[context] = unit_embeddings(self.embedder, sentences(context))
+        claim_vectors = unit_embeddings(self.embedder, [claim for _, claim in pairs])
+        return np.asarray([float((self._sentences[context] @ v).max())
+                           for (context, _), v in zip(pairs, claim_vectors, strict=True)])
 
 
 def judge_scores(claims: Sequence[Claim], model, tokenizer, batch_size: int = 8) -> np.ndarray:
@@ -191,6 +208,27 @@ def judge_scores(claims: Sequence[Claim], model, tokenizer, batch_size: int = 8)
             out += (logp[:, yes] - logp[:, no]).tolist()
     finally:
         tokenizer.padding_side = side
+    return np.asarray(out)
+
+
+def nli_scores(pairs: Sequence[tuple[str, str]], model, tokenizer, batch_size: int = 16) -> np.ndarray:
+    """(N,) probability of *entailment* for each (context, claim) pair from an NLI cross-encoder
+    (``load_model(name, head="sequence-classification")``): the pair read as premise and
+    hypothesis, the label found by name in ``model.config.id2label``."""
+    import torch
+
+    labels = {str(name).lower(): int(i) for i, name in model.config.id2label.items()}
+    if "entailment" not in labels:
+        raise ValueError(f"{model.config.name_or_path or 'the model'} has no 'entailment' label "
+                         f"({sorted(labels)}): not an NLI classifier")
+    out: list[float] = []
+    for i in range(0, len(pairs), batch_size):
+        batch = pairs[i:i + batch_size]
+        encoded = tokenizer([c for c, _ in batch], [h for _, h in batch], return_tensors="pt", padding=True,
+                            truncation="only_first", max_length=512)
+        with torch.no_grad():
+            logits = model(**encoded.to(model.device)).logits.float()
+        out += torch.softmax(logits, dim=-1)[:, labels["entailment"]].tolist()
     return np.asarray(out)
 
 

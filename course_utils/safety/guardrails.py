@@ -38,7 +38,7 @@ from course_utils.safety.output_checks import is_refusal, prompt_leak_score, sch
 from course_utils.safety.pii import find_pii, redact
 
 __all__ = ["GUARD", "INPUT_CHECKS", "OUTPUT_CHECKS", "Decision", "GuardConfig", "GuardedApp", "GuardedReply",
-           "TopicFilter"]
+           "TopicFilter", "claim_support"]
 
 INPUT_CHECKS = ("injection", "topic", "pii")
 OUTPUT_CHECKS = ("pii", "prompt_leak", "refusal", "schema", "faithfulness")
@@ -71,6 +71,18 @@ class GuardedReply:
 
     def verdict(self, check: str, layer: str = "output") -> str | None:
         return next((d.verdict for d in self.decisions if d.check == check and d.layer == layer), None)
+
+
+def claim_support(reply: str, context: str, support: Callable[[list[tuple[str, str]]], np.ndarray],
+                  min_words: int = 4) -> tuple[np.ndarray | None, str]:
+    """The support score of each claim of ``reply`` (its sentences of at least ``min_words``
+    words) against ``context``, shape (n_claims,); or None and the reason there is nothing to score
+    ("no context", "a refusal", "no claims")."""
+    claims = [s for s in sentences(reply) if len(s.split()) >= min_words]
+    why_not = "no context" if not context else "a refusal" if is_refusal(reply) else "no claims" if not claims else ""
+    if why_not:
+        return None, why_not
+    return np.asarray(support([(context, claim) for claim in claims])), ""
 
 
 class TopicFilter:
@@ -134,6 +146,7 @@ class GuardedApp:
     def __init__(self, client: ResilientClient, config: GuardConfig, tracer: trace.Tracer | None = None):
         self.client, self.config = client, config
         self.tracer = tracer or client.tracer
+        self._passage_scores: dict[str, float] = {}  # each retrieved passage is scanned once, as at ingestion
 
     async def ask(self, text: str, passages: Sequence[str] = (), labels: dict[str, str] | None = None
                   ) -> GuardedReply:
@@ -182,18 +195,23 @@ class GuardedApp:
                 span.set_attribute(f"{GUARD}.detail", decision.detail)
             return result
 
-    def _injection_score(self, texts: list[str]) -> list[float]:
-        """Per text: 1.0 on a rule hit, else the classifier's probability (0.0 without one)."""
+    def _injection_scores(self, text: str, passages: list[str]) -> list[float]:
+        """For the user's text, then each passage: 1.0 on a rule hit, else the classifier's
+        probability (0.0 without one); a passage seen before keeps its score."""
         config = self.config
+        fresh = [p for p in dict.fromkeys(passages) if p not in self._passage_scores]
+        texts = [text, *fresh]
         learned = [0.0] * len(texts)
-        if config.injection_classifier is not None and texts:
+        if config.injection_classifier is not None:
             learned = config.injection_classifier.score(texts)
-        return [1.0 if rule_hits(t) else float(p) for t, p in zip(texts, learned, strict=True)]
+        scores = [1.0 if rule_hits(t) else float(p) for t, p in zip(texts, learned, strict=True)]
+        self._passage_scores.update(zip(fresh, scores[1:], strict=True))
+        return [scores[0], *(self._passage_scores[p] for p in passages)]
 
     def _input(self, check: str, text: str, passages: list[str]) -> tuple[Decision, str, list[str]]:
         config = self.config
         if check == "injection":
-            scores = self._injection_score([text, *passages])
+            scores = self._injection_scores(text, passages)
             if scores[0] >= config.injection_threshold:
                 return Decision("input", check, "block", scores[0], ",".join(rule_hits(text)) or "classifier"), \
                     text, passages
@@ -231,13 +249,10 @@ class GuardedApp:
         if check == "schema":
             error = schema_error(reply, config.schema)
             return Decision("output", check, "fallback" if error else "pass", detail=error or ""), reply
-        claims = [s for s in sentences(reply) if len(s.split()) >= config.min_claim_words]  # faithfulness
-        why_not = ("no context" if not context else "a refusal" if is_refusal(reply)
-                   else "no claims" if not claims else "")
-        if why_not:  # nothing to hold against the passages
+        scores, why_not = claim_support(reply, context, config.support, config.min_claim_words)  # faithfulness
+        if scores is None:  # nothing to hold against the passages
             return Decision("output", check, "skip", detail=why_not), reply
-        scores = np.asarray(config.support([(context, claim) for claim in claims]))
         weakest = float(scores.min())
         verdict = "fallback" if weakest < config.support_threshold else "pass"
         return Decision("output", check, verdict, weakest, f"{int((scores < config.support_threshold).sum())}"
-                        f"/{len(claims)} claims under the threshold"), reply
+                        f"/{len(scores)} claims under the threshold"), reply
