@@ -133,7 +133,8 @@ async def calibrate_faithfulness(upstream: str, model: str, config: GuardConfig,
     passage that answers it) of ``items`` is asked once with that passage (the answer should pass)
     and once with an unrelated passage (it should not); the threshold on the weakest claim's support
     maximises TPR - FPR over the answers that make a claim. Returns it and a report (counts, the
-    ROC AUC of the support score as a detector of the ungrounded answers, with its interval)."""
+    ROC AUC of the support score as a detector of the ungrounded answers, with its interval, and
+    each answer's weakest-claim support)."""
     from dataclasses import replace
 
     from sklearn.metrics import roc_curve
@@ -160,7 +161,10 @@ async def calibrate_faithfulness(upstream: str, model: str, config: GuardConfig,
     threshold = float(-cuts[int(np.argmax(tpr - fpr))])
     return threshold, {"threshold": round(threshold, 4), "grounded_scored": ungrounded.count(False),
                        "ungrounded_scored": ungrounded.count(True),
-                       "auc": auc_report(ungrounded, [-w for w in weakest])}
+                       "auc": auc_report(ungrounded, [-w for w in weakest]),
+                       "weakest_support": {kind: [round(w, 4) for w, u in zip(weakest, ungrounded, strict=True)
+                                                  if u == flag] for kind, flag in (("grounded", False),
+                                                                                   ("ungrounded", True))}}
 
 
 def traffic_asks(window, retrieve: ChapterRetriever, label: str, k: int = 2) -> list[tuple[str, list[str], dict]]:
