@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +89,7 @@ def guarded_runs(embedder, classifier, support_threshold: float, per_kind: int =
         tutor_config,
     )
     from course_utils.safety.citations import measure_citations
-    from course_utils.safety.claims import support_by_similarity
+    from course_utils.safety.claims import SimilaritySupport
     from course_utils.safety.drift import compare_windows
     from course_utils.safety.monitoring import guard_latency, over_time, request_records, window_signals
     from course_utils.safety.output_checks import evaluate_output_checks
@@ -104,7 +103,7 @@ def guarded_runs(embedder, classifier, support_threshold: float, per_kind: int =
     retrieve = ChapterRetriever(embedder, questions)
     topics, topic_report = fit_topic_filter(embedder, retrieve.chunks, questions)
     llm = LLM(DEFAULT_MODEL, num_blocks=2048, block_size=16, max_model_len=2048, max_num_seqs=64)
-    citations = measure_citations(llm, questions, retrieve, partial(support_by_similarity, embedder=embedder),
+    citations = measure_citations(llm, questions, retrieve, SimilaritySupport(embedder),
                                   support_threshold, max_tokens=48)
     print("citations:", {k: v.get("bad_citation_rate") for k, v in citations["conditions"].items()})
     config = tutor_config(embedder, classifier, topics, support_threshold)
