@@ -67,3 +67,43 @@ def test_flops_per_token_follow_kaplan():
     # at 2K context the attention term adds 2 * 96 * 2048 * 12288 FLOPs, about 3% of 2N
     assert sizing.flops_per_token(gpt3, 2048) == pytest.approx(2 * n + 2 * 96 * 2048 * 12288)
     assert sizing.flops_per_token(gpt3, 2048, training=True) == 3 * sizing.flops_per_token(gpt3, 2048)
+
+
+def test_mixtral_total_and_active_match_the_published_figures():
+    config = sizing.published_config("mixtral-8x7b")
+    # Mistral AI's announcement: 46.7B parameters in all, 12.9B used per token (not the "8 x 7B = 56B" of the name)
+    assert sizing.parameter_count(config) == pytest.approx(46.7e9, rel=0.005)
+    assert sizing.active_parameter_count(config) == pytest.approx(12.9e9, rel=0.005)
+    assert sizing.experts(config) == (8, 2)
+    dense = sizing.published_config("mistral-7b")
+    assert sizing.active_parameter_count(dense) == sizing.parameter_count(dense)
+    # compute per token follows the active parameters, memory the total
+    assert sizing.flops_per_token(config, 0) == 2 * (sizing.active_parameter_count(config) - 32000 * 4096)
+
+
+def test_active_parameters_are_the_ones_a_token_reaches():
+    """One token through a tiny random Mixtral: the weights that get a gradient are the active count."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model("mixtral", vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                                  num_experts_per_tok=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model(torch.tensor([[5]])).logits.sum().backward()
+    embeddings = model.get_input_embeddings().weight
+    reached = sum(int((p.grad != 0).sum()) for p in model.parameters() if p is not embeddings and p.grad is not None)
+    # by convention the whole embedding table counts; a lone token attends only to itself, so its attention
+    # weight is 1 whatever q and k are, and the query and key projections get no gradient
+    query_key = sum(p.numel() for name, p in model.named_parameters()
+                    if name.endswith(("q_proj.weight", "k_proj.weight")))
+    assert reached + embeddings.numel() + query_key == sizing.active_parameter_count(config)
+    assert sizing.active_parameter_count(config) < sizing.parameter_count(config)
+
+
+def test_bad_expert_counts_are_explained():
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model("mixtral", num_local_experts=4, num_experts_per_tok=5)
+    with pytest.raises(ValueError, match="num_experts_per_tok=5"):
+        sizing.active_parameter_count(config)
