@@ -32,6 +32,7 @@ import tiktoken.load
 from course_utils import assets
 
 __all__ = [
+    "STANDARD_TIER",
     "EncodingFallbackWarning",
     "OPENAI_TOKENS_PER_MESSAGE",
     "PRICES_FILE",
@@ -40,6 +41,8 @@ __all__ = [
     "count_chat_tokens",
     "count_tokens",
     "get_encoding",
+    "call_cost",
+    "find_price",
     "load_prices",
     "seed_tiktoken_cache",
     "token_cost",
@@ -230,17 +233,25 @@ def token_cost(n_tokens: int, usd_per_million_tokens: float) -> float:
 
 
 PRICES_FILE = Path(__file__).parent / "data" / "prices.csv"
-_PRICE_COLUMNS = ("model", "provider", "context_window", "input_usd_per_m", "output_usd_per_m", "tokenizer",
-                  "as_of", "source")
+_PRICE_COLUMNS = ("model", "tier", "provider", "context_window", "max_prompt_tokens", "input_usd_per_m",
+                  "output_usd_per_m", "tokenizer", "as_of", "source")
+STANDARD_TIER = "standard"
 
 
 @dataclass(frozen=True)
 class Price:
-    """One row of the price table: a model's window and what a million tokens in and out cost."""
+    """One dated row of the price table: what a million tokens in and out cost a model at one tier.
+
+    ``tier`` is ``"standard"`` or a named rate such as ``"prompts over 128K"`` (Gemini 1.5 Pro bills long
+    prompts at twice the rate). ``context_window`` is the model's window; ``max_prompt_tokens`` the
+    longest prompt this rate applies to (the window, unless a longer prompt moves to another tier).
+    """
 
     model: str
+    tier: str
     provider: str
     context_window: int
+    max_prompt_tokens: int
     input_usd_per_m: float
     output_usd_per_m: float
     tokenizer: str  # "" where the provider does not publish its tokenizer
@@ -263,7 +274,8 @@ class Price:
         return True
 
     def cost(self, input_tokens: int, output_tokens: int = 0) -> float:
-        """USD for one call that reads ``input_tokens`` and writes ``output_tokens``."""
+        """USD for ``input_tokens`` read and ``output_tokens`` written at this row's rate (totals over many calls
+        are fine; for one long prompt, :func:`call_cost` picks the tier its length falls in)."""
         return token_cost(input_tokens, self.input_usd_per_m) + token_cost(output_tokens, self.output_usd_per_m)
 
 
@@ -280,19 +292,72 @@ def _price_row(row: dict[str, str], where: str) -> Price:
         raise ValueError(f"{where}: missing column(s) {', '.join(missing)}; expected {', '.join(_PRICE_COLUMNS)}")
     try:
         window = int(row["context_window"])
+        max_prompt = int(row["max_prompt_tokens"]) if row["max_prompt_tokens"].strip() else window
         prices = float(row["input_usd_per_m"]), float(row["output_usd_per_m"])
     except ValueError as err:
-        raise ValueError(f"{where}: context_window must be an integer and prices numbers ({err})") from None
-    if window <= 0 or min(prices) < 0:
-        raise ValueError(f"{where}: context_window must be > 0 and prices >= 0, got {window}, {prices}")
-    return Price(row["model"], row["provider"], window, *prices, row["tokenizer"].strip(), row["as_of"], row["source"])
+        raise ValueError(f"{where}: context_window and max_prompt_tokens must be integers and prices numbers "
+                         f"({err})") from None
+    if window <= 0 or min(prices) < 0 or not 0 < max_prompt <= window:
+        raise ValueError(f"{where}: context_window must be > 0, max_prompt_tokens between 1 and the window and "
+                         f"prices >= 0, got {window}, {max_prompt}, {prices}")
+    as_of = row["as_of"].strip()
+    if len(as_of) != 7 or as_of[4] != "-" or not (as_of[:4] + as_of[5:]).isdigit() or not 1 <= int(as_of[5:]) <= 12:
+        raise ValueError(f"{where}: as_of must be the year and month of the price, YYYY-MM; got {as_of!r}")
+    if not row["source"].strip() or not row["tier"].strip():
+        raise ValueError(f"{where}: every price needs a tier and a source (where the figure was published)")
+    return Price(row["model"], row["tier"].strip(), row["provider"], window, max_prompt, *prices,
+                 row["tokenizer"].strip(), as_of, row["source"].strip())
 
 
-def load_prices(path: str | Path = PRICES_FILE) -> list[Price]:
-    """The price table (``course_utils/data/prices.csv`` by default; see the data README), one Price per row."""
+def load_prices(path: str | Path = PRICES_FILE, history: bool = False) -> list[Price]:
+    """The price table (``course_utils/data/prices.csv`` by default; see the data README).
+
+    By default the current rows: the latest ``as_of`` for each model and tier. ``history=True`` gives
+    every dated row, oldest first, to see how prices moved.
+    """
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{path}: no price rows")
-    return [_price_row(row, f"{path.name} line {line}") for line, row in enumerate(rows, 2)]
+    prices = [_price_row(row, f"{path.name} line {line}") for line, row in enumerate(rows, 2)]
+    seen: dict[tuple[str, str, str], int] = {}
+    for line, p in enumerate(prices, 2):
+        key = (p.model, p.tier, p.as_of)
+        if key in seen:
+            raise ValueError(f"{path.name} line {line}: {p.model} ({p.tier}) is priced twice for {p.as_of} "
+                             f"(also line {seen[key]}); keep one row per model, tier and month")
+        seen[key] = line
+    prices.sort(key=lambda p: p.as_of)
+    if history:
+        return prices
+    latest = {(p.model, p.tier): p for p in prices}  # sorted by date: later rows win
+    return sorted(latest.values(), key=lambda p: (p.provider, p.model, p.tier != STANDARD_TIER, p.tier))
+
+
+def find_price(model: str, tier: str = STANDARD_TIER, as_of: str | None = None) -> Price:
+    """The row for ``model`` at ``tier``: the current one, or the latest on or before ``as_of`` (YYYY-MM)."""
+    rows = [p for p in load_prices(history=True) if p.model == model and (as_of is None or p.as_of <= as_of)]
+    if not rows:
+        known = sorted({p.model for p in load_prices()})
+        raise ValueError(f"no price for {model!r}{f' on or before {as_of}' if as_of else ''}; "
+                         f"the table has {', '.join(known)}")
+    tiers = [p for p in rows if p.tier == tier]
+    if not tiers:
+        raise ValueError(f"{model} has no {tier!r} tier; it has {', '.join(sorted({p.tier for p in rows}))}")
+    return tiers[-1]
+
+
+def call_cost(model: str, input_tokens: int, output_tokens: int = 0, as_of: str | None = None) -> float:
+    """USD for one call to ``model`` at the rate its prompt length falls in (current, or as of YYYY-MM)."""
+    rows = [p for p in load_prices(history=True) if p.model == model and (as_of is None or p.as_of <= as_of)]
+    if not rows:
+        find_price(model, as_of=as_of)  # raises the explanation
+    latest = {p.tier: p for p in rows}  # oldest first: the latest row of each tier wins
+    fitting = [p for p in latest.values() if input_tokens <= p.max_prompt_tokens]
+    if not fitting:
+        window = max(p.context_window for p in latest.values())
+        raise ValueError(f"a {input_tokens:,}-token prompt does not fit {model}'s {window:,}-token window")
+    return min(fitting, key=lambda p: p.max_prompt_tokens).cost(input_tokens, output_tokens)
+
+

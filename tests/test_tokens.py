@@ -83,17 +83,49 @@ def test_chat_tokens_of_a_hugging_face_model_are_its_template_exactly(smollm2):
     assert tokens.count_chat_tokens(messages, tokenizer) > tokens.count_tokens(messages[0]["content"], tokenizer) + 10
 
 
-def test_the_price_table_loads_and_every_row_is_sane():
-    prices = tokens.load_prices()
-    assert len({p.model for p in prices}) == len(prices) >= 5
-    for p in prices:
+def test_the_price_table_loads_and_every_row_is_dated_and_sourced():
+    history = tokens.load_prices(history=True)
+    current = tokens.load_prices()
+    assert len({(p.model, p.tier) for p in current}) == len(current) >= 5
+    assert len(history) > len(current) and [p.as_of for p in history] == sorted(p.as_of for p in history)
+    for p in history:
         assert p.context_window > 0 and p.input_usd_per_m >= 0 and p.output_usd_per_m >= 0
-        assert len(p.as_of) == 7 and p.as_of[4] == "-" and p.source
+        assert len(p.as_of) == 7 and p.as_of[4] == "-" and p.source and p.tier
         assert tokens.count_tokens("a price check", p.counting_tokenizer) > 0
+    for p in current:  # the current row is the latest for its model and tier
+        assert p.as_of == max(q.as_of for q in history if (q.model, q.tier) == (p.model, p.tier))
+
+
+def test_the_rows_the_articles_table_got_wrong_are_corrected():
+    # GPT-4o's $5/$15 is its launch price (2024-05), not a mid-2025 one
+    assert tokens.find_price("gpt-4o", as_of="2024-06").input_usd_per_m == 5.00
+    assert tokens.find_price("gpt-4o").input_usd_per_m == 2.50 and tokens.find_price("gpt-4o").as_of == "2024-10"
+    # Gemini 1.5 Pro's $3.50/$10.50 applied to prompts up to 128K; longer prompts cost twice as much
+    short, long = (tokens.find_price("gemini-1.5-pro", tier, as_of="2024-05") for tier in
+                   ("standard", "prompts over 128K"))
+    assert short.max_prompt_tokens == 128_000 and (short.input_usd_per_m, short.output_usd_per_m) == (3.50, 10.50)
+    assert short.context_window == long.max_prompt_tokens == 1_000_000
+    assert long.input_usd_per_m == 2 * short.input_usd_per_m
+    assert tokens.call_cost("gemini-1.5-pro", 1_000_000, as_of="2024-05") == pytest.approx(7.00)
+    assert tokens.call_cost("gemini-1.5-pro", 100_000, as_of="2024-05") == pytest.approx(0.35)
+    with pytest.raises(ValueError, match="does not fit gpt-4o's 128,000-token window"):
+        tokens.call_cost("gpt-4o", 200_000)
+    # Mistral Large 2 (the model priced at $2/$6) has a 128K window; 32K was the first Mistral Large's
+    assert tokens.find_price("mistral-large").context_window == 128_000
+    assert tokens.find_price("mistral-large", as_of="2024-02").context_window == 32_000
+
+
+def test_find_price_explains_what_it_cannot_find():
+    with pytest.raises(ValueError, match="no price for 'gpt-7'.*gpt-4o"):
+        tokens.find_price("gpt-7")
+    with pytest.raises(ValueError, match="no price for 'gpt-4o' on or before 2020-01"):
+        tokens.find_price("gpt-4o", as_of="2020-01")
+    with pytest.raises(ValueError, match="has no 'batch' tier; it has standard"):
+        tokens.find_price("gpt-4o", "batch")
 
 
 def test_price_rows_count_with_their_own_tokenizer_only_when_it_is_available():
-    by_model = {p.model: p for p in tokens.load_prices()}
+    by_model = {p.model: p for p in tokens.load_prices() if p.tier == tokens.STANDARD_TIER}
     smol = by_model["smollm2-135m-instruct"]
     assert smol.exact_count and smol.counting_tokenizer == "smollm2-135m-instruct"
     claude = by_model["claude-3.5-sonnet"]
@@ -104,20 +136,32 @@ def test_price_rows_count_with_their_own_tokenizer_only_when_it_is_available():
 
 def test_cost_of_a_full_window_matches_the_articles_range():
     # The article: a full 128K window costs $0.16-$0.64 per call at $1.25-$5 per million input tokens.
-    by_model = {p.model: p for p in tokens.load_prices()}
-    assert by_model["gemini-1.5-pro (prompts up to 128K)"].cost(128_000) == pytest.approx(0.16)
-    assert by_model["gpt-4o"].cost(128_000) == pytest.approx(0.64)
-    assert by_model["gpt-4o-mini"].cost(1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert tokens.find_price("gemini-1.5-pro").cost(128_000) == pytest.approx(0.16)
+    assert tokens.find_price("gpt-4o", as_of="2024-05").cost(128_000) == pytest.approx(0.64)  # launch price
+    assert tokens.find_price("gpt-4o-mini").cost(1_000_000, 1_000_000) == pytest.approx(0.75)
 
 
 def test_a_broken_price_file_gets_a_clear_error(tmp_path):
-    header = "model,provider,context_window,input_usd_per_m,output_usd_per_m,tokenizer,as_of,source\n"
+    header = ("model,tier,provider,context_window,max_prompt_tokens,input_usd_per_m,output_usd_per_m,tokenizer,as_of,"
+              "source\n")
     bad = tmp_path / "prices.csv"
-    bad.write_text(header + "m,p,128000,-1,2,,2025-01,s\n")
+    bad.write_text(header + "m,standard,p,128000,,-1,2,,2025-01,s\n")
     with pytest.raises(ValueError, match="line 2.*prices >= 0"):
         tokens.load_prices(bad)
-    bad.write_text(header + "m,p,lots,1,2,,2025-01,s\n")
-    with pytest.raises(ValueError, match="context_window must be an integer"):
+    bad.write_text(header + "m,standard,p,128000,,1,2,,2025,s\n")
+    with pytest.raises(ValueError, match="line 2: as_of must be the year and month"):
+        tokens.load_prices(bad)
+    bad.write_text(header + "m,standard,p,128000,,1,2,,2025-01,\n")
+    with pytest.raises(ValueError, match="needs a tier and a source"):
+        tokens.load_prices(bad)
+    bad.write_text(header + "m,standard,p,128000,,1,2,,2025-01,s\nm,standard,p,128000,,2,3,,2025-01,t\n")
+    with pytest.raises(ValueError, match="line 3: m \\(standard\\) is priced twice for 2025-01"):
+        tokens.load_prices(bad)
+    bad.write_text(header + "m,standard,p,128000,200000,1,2,,2025-01,s\n")
+    with pytest.raises(ValueError, match="max_prompt_tokens between 1 and the window"):
+        tokens.load_prices(bad)
+    bad.write_text(header + "m,standard,p,lots,,1,2,,2025-01,s\n")
+    with pytest.raises(ValueError, match="context_window and max_prompt_tokens must be integers"):
         tokens.load_prices(bad)
     bad.write_text("model,provider\nm,p\n")
     with pytest.raises(ValueError, match="missing column"):

@@ -27,7 +27,7 @@ import jsonschema
 import openai
 
 from course_utils.tasks import load_task
-from course_utils.tokens import load_prices
+from course_utils.tokens import find_price, load_prices
 
 __all__ = ["TOOLS", "CallScore", "convert_units", "evaluate_calls", "execute", "load_requests", "lookup_model",
            "safe_eval", "score_call"]
@@ -78,10 +78,7 @@ def convert_units(value: float, from_unit: str, to_unit: str) -> float:
 def lookup_model(model: str, field: str) -> str | float | int:
     if field not in FIELDS:
         raise ValueError(f"field must be one of {', '.join(FIELDS)}")
-    for price in load_prices():
-        if price.model == model:
-            return getattr(price, field)
-    raise ValueError(f"no model {model!r} in the price table")
+    return getattr(find_price(model), field)
 
 
 def _tool(name: str, description: str, properties: dict, required: list[str]) -> dict:

@@ -32,7 +32,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from course_utils.safety.pii import redact
-from course_utils.tokens import load_prices
+from course_utils.tokens import find_price
 
 __all__ = ["COMPONENT", "RedactingExporter", "component_table", "llm_span", "make_tracing", "mark_error",
            "record_reply", "redact", "replay_request", "step_span", "waterfall"]
@@ -112,9 +112,7 @@ def record_reply(span: Span, text: str, input_tokens: int, output_tokens: int, f
     span.set_attribute(gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
     span.set_attribute(gen_ai.GEN_AI_RESPONSE_FINISH_REASONS, [finish_reason])
     if price_as is not None:
-        price = next((p for p in load_prices() if p.model == price_as), None)
-        if price is None:
-            raise ValueError(f"no row {price_as!r} in the price table")
+        price = find_price(price_as)
         span.set_attribute(COST, (input_tokens * price.input_usd_per_m + output_tokens * price.output_usd_per_m) / 1e6)
 
 
