@@ -24,9 +24,9 @@ from course_utils.architecture.sizing import active_parameter_count, weight_byte
 from course_utils.serving.roofline import roofline_tokens_per_s
 from course_utils.tokens import Price
 
-__all__ = ["DAYS_PER_MONTH", "GPU_PRICES_FILE", "Gpu", "SelfHosting", "Traffic", "api_monthly_usd", "blended_usd_per_m",
-           "break_even", "load_gpus", "months_between", "price_change", "replicas_needed", "roofline_replica",
-           "self_host_monthly_usd", "tokens_per_dollar"]
+__all__ = ["DAYS_PER_MONTH", "GPU_PRICES_FILE", "SECONDS_PER_MONTH", "Gpu", "SelfHosting", "Traffic",
+           "api_monthly_usd", "blended_usd_per_m", "break_even", "load_gpus", "months_between", "price_change",
+           "replicas_needed", "roofline_replica", "self_host_monthly_usd", "tokens_per_dollar"]
 
 DAYS_PER_MONTH = 365.25 / 12
 SECONDS_PER_MONTH = DAYS_PER_MONTH * 24 * 3600
@@ -170,7 +170,9 @@ def break_even(shape: Traffic, price: Price, hosting: SelfHosting) -> dict[str, 
     """The smallest volume of ``shape``'s requests at which self-hosting costs no more than the API.
 
     Walks the replica steps: with r replicas the self-hosted bill is fixed, C_r, up to the volume
-    V_r that r replicas can carry; the API bill a x V crosses it inside that step at V = C_r / a.
+    V_r that r replicas can carry; the API bill a x V reaches C_r at V = C_r / a, which is past the
+    previous step's end (else the walk would have stopped there), so the first r with C_r / a <= V_r
+    holds the crossing.
     Returns ``None`` when one more replica costs more than the API charges for the traffic it
     carries (then the API stays cheaper at every volume), else requests a day, API and self-hosted
     monthly bills and replicas at the crossing.
@@ -182,17 +184,15 @@ def break_even(shape: Traffic, price: Price, hosting: SelfHosting) -> dict[str, 
     capacity = SECONDS_PER_MONTH * hosting.utilisation / per_request_s  # requests a day one replica carries
     if per_request_usd * capacity <= hosting.replica_usd_per_month:
         return None
-    low = 0.0
+
+    def bill(replicas: int) -> float:
+        return replicas * hosting.replica_usd_per_month + hosting.engineering_usd_per_month
+
     replicas = hosting.min_replicas
-    while True:
-        fixed = replicas * hosting.replica_usd_per_month + hosting.engineering_usd_per_month
-        high = replicas * capacity
-        crossing = fixed / per_request_usd
-        if crossing <= high:
-            volume = max(crossing, low)
-            return {"requests_per_day": volume, "api_usd_per_month": per_request_usd * volume,
-                    "self_host_usd_per_month": fixed, "replicas": replicas}
-        low, replicas = high, replicas + 1
+    while bill(replicas) / per_request_usd > replicas * capacity:  # the API line passes under this step
+        replicas += 1
+    return {"requests_per_day": bill(replicas) / per_request_usd, "api_usd_per_month": bill(replicas),
+            "self_host_usd_per_month": bill(replicas), "replicas": replicas}
 
 
 def tokens_per_dollar(traffic: Traffic, monthly_usd: float) -> float:

@@ -1,3 +1,6 @@
-"""Chapter 9: guardrails and monitoring, each check measured as a classifier (personal data,
-prompt injection, claim faithfulness, self-consistency and drift so far; cited answers and output
-gates to come)."""
+"""Chapter 9: guardrails and monitoring, each check measured as a classifier.
+
+pii and pii_set (personal data), injection and injection_set (prompt injection), claims
+(faithfulness scorers), consistency, drift and traffic (monitoring signals), citations, output_checks,
+guardrails (the input and output layers), monitoring (dashboards from traces), red_team, assistant.
+"""
