@@ -20,7 +20,7 @@ PLUMBING = {"assets", "chat", "cli", "confinement", "defaults", "environment", "
             "program_runner", "sandbox", "stats", "tables", "tasks", "tokens"}
 # one folder per chapter that has code, and the notebook that teaches it; grading is the labs' tooling
 CHAPTERS = {"architecture": "01", "scaling": "02", "icl": "03", "serving": "04", "quantization": "05",
-            "finetune": "06", "context": "07", "apps": "08", "safety": "09"}
+            "finetune": "06", "context": "07", "apps": "08", "safety": "09", "choosing": "10"}
 TOOLING = {"grading"}
 
 
