@@ -250,6 +250,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0 if result["failed"] == 0 else 1
 
 
+def _cmd_model_card(args: argparse.Namespace) -> int:
+    from course_utils.choosing.model_card import load_answers, write_card
+
+    answers = load_answers(args.answers) if args.answers else {}
+    card = write_card(args.model, args.out, answers)
+    results = len(card.data.eval_results or [])
+    print(f"wrote {args.out}: model card for {args.model} with {results} evaluation result(s) in its model-index")
+    return 0
+
+
 def _plot_bench(result: dict, path: str) -> None:
     import matplotlib
 
@@ -348,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the JSON results here")
     p.add_argument("--plot", default=None, help="write a latency histogram (PNG) here")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("model-card", help="write a Hugging Face model card, pre-filled with what the course measured")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="a model of course_utils/data/models.csv")
+    p.add_argument("--out", default="MODEL_CARD.md", help="where to write the card (Markdown with YAML metadata)")
+    p.add_argument("--answers", default=None,
+                   help="YAML file of the form's answers (intended_use, out_of_scope_use, limitations, contact, ...)")
+    p.set_defaults(func=_cmd_model_card)
     return parser
 
 

@@ -113,7 +113,8 @@ def test_run_contender_sends_the_system_prompt_and_bills_the_reported_tokens():
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}})
 
     mini = find_price("gpt-4o-mini")
-    contender = Contender("mini, step by step", "http://test/v1", "gpt-4o-mini", mini, system="Think step by step.")
+    contender = Contender("mini, step by step", "http://test/v1", "gpt-4o-mini", mini, system="Think step by step.",
+                          seed=7)
     tasks = [TASKS["capital"], TASKS["pens"], TASKS["ages"]]
 
     async def go():
@@ -123,6 +124,7 @@ def test_run_contender_sends_the_system_prompt_and_bills_the_reported_tokens():
     results = asyncio.run(go())
     assert [r.score for r in results] == [1.0, 1.0, 0.0]
     assert all(body["messages"][0] == {"role": "system", "content": "Think step by step."} for body in seen)
+    assert all(body["seed"] == 7 and body["temperature"] == 0.1 for body in seen)
     assert results[0].cost_usd == pytest.approx(mini.cost(100, 20))
 
 

@@ -42,22 +42,37 @@ def test_the_audit_finds_the_three_errors_of_the_articles_table_and_passes_the_r
     assert early["gpt-4o"] == []
 
 
-def test_a_broken_model_file_gets_a_clear_error(tmp_path):
-    header = ("model,provider,released,context_window,open_weights,license,total_params_b,active_params_b,"
-              "sizing_config,source\n")
+MODEL_HEADER = ("model,provider,released,context_window,open_weights,license,total_params_b,active_params_b,"
+                "sizing_config,source\n")
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("m,p,2024,1000,yes,x,1,1,,s\n", "line 2: released must be YYYY-MM"),
+    ("m,p,2024-01,1000,yes,x,1,1,,\n", "needs a source"),
+    ("m,p,2024-01,1000,maybe,x,1,1,,s\n", "open_weights must be one of"),
+    ("m,p,2024-01,1000,yes,x,1,2,,s\n", "0 < active <= total"),
+    ("m,p,2024-01,1000,yes,x,1,1,,s\nm,p,2024-01,1000,yes,x,1,1,,s\n", "listed twice: m"),
+    ("m,p,2024-01,lots,yes,x,1,1,,s\n", "context_window must be an integer"),
+])
+def test_a_broken_model_file_gets_a_clear_error(tmp_path, rows, message):
     bad = tmp_path / "models.csv"
-    bad.write_text(header + "m,p,2024,1000,yes,x,1,1,,s\n")
-    with pytest.raises(ValueError, match="line 2: released must be YYYY-MM"):
+    bad.write_text(MODEL_HEADER + rows)
+    with pytest.raises(ValueError, match=message):
         load_models(bad)
-    bad.write_text(header + "m,p,2024-01,1000,yes,x,1,1,,\n")
-    with pytest.raises(ValueError, match="needs a source"):
-        load_models(bad)
-    bad.write_text(header + "m,p,2024-01,1000,maybe,x,1,1,,s\n")
-    with pytest.raises(ValueError, match="open_weights must be one of"):
-        load_models(bad)
-    bad.write_text(header + "m,p,2024-01,1000,yes,x,1,2,,s\n")
-    with pytest.raises(ValueError, match="0 < active <= total"):
-        load_models(bad)
-    bad.write_text(header + "m,p,2024-01,1000,yes,x,1,1,,s\nm,p,2024-01,1000,yes,x,1,1,,s\n")
-    with pytest.raises(ValueError, match="listed twice: m"):
-        load_models(bad)
+
+
+def test_the_articles_benchmark_scores_are_quoted_and_point_at_chapter_3():
+    import json
+    from pathlib import Path
+
+    from course_utils.choosing.landscape import article_benchmarks
+
+    chapter3 = Path(__file__).resolve().parents[1] / "notebooks" / "03_icl_and_cot.ipynb"
+    headings = {line for cell in json.loads(chapter3.read_text())["cells"] if cell["cell_type"] == "markdown"
+                for line in "".join(cell["source"]).splitlines() if line.startswith("#")}
+    rows = article_benchmarks()
+    assert [r["benchmark"] for r in rows] == ["MMLU", "HumanEval", "GSM8K", "MATH", "HellaSwag", "TruthfulQA",
+                                              "Chatbot Arena"]
+    for row in rows:
+        assert row["status"] == "quoted, not reproduced here" and row["quoted_low"] <= row["quoted_high"]
+        assert row["course_section"] in headings, f"{row['benchmark']}: no chapter 3 heading {row['course_section']!r}"

@@ -141,33 +141,25 @@ def test_cost_of_a_full_window_matches_the_articles_range():
     assert tokens.find_price("gpt-4o-mini").cost(1_000_000, 1_000_000) == pytest.approx(0.75)
 
 
-def test_a_broken_price_file_gets_a_clear_error(tmp_path):
-    header = ("model,tier,provider,context_window,max_prompt_tokens,input_usd_per_m,output_usd_per_m,tokenizer,as_of,"
-              "source\n")
+PRICE_HEADER = ("model,tier,provider,context_window,max_prompt_tokens,input_usd_per_m,output_usd_per_m,tokenizer,as_of,"
+                "source\n")
+
+
+@pytest.mark.parametrize("text, message", [
+    (PRICE_HEADER + "m,standard,p,128000,,-1,2,,2025-01,s\n", "line 2.*prices >= 0"),
+    (PRICE_HEADER + "m,standard,p,128000,,1,2,,2025,s\n", "line 2: as_of must be the year and month"),
+    (PRICE_HEADER + "m,standard,p,128000,,1,2,,2025-01,\n", "needs a tier and a source"),
+    (PRICE_HEADER + "m,standard,p,128000,,1,2,,2025-01,s\nm,standard,p,128000,,2,3,,2025-01,t\n",
+     "line 3: m \\(standard\\) is priced twice for 2025-01"),
+    (PRICE_HEADER + "m,standard,p,128000,200000,1,2,,2025-01,s\n", "max_prompt_tokens between 1 and the window"),
+    (PRICE_HEADER + "m,standard,p,lots,,1,2,,2025-01,s\n", "context_window and max_prompt_tokens must be integers"),
+    ("model,provider\nm,p\n", "missing column"),
+    (PRICE_HEADER, "no price rows"),
+])
+def test_a_broken_price_file_gets_a_clear_error(tmp_path, text, message):
     bad = tmp_path / "prices.csv"
-    bad.write_text(header + "m,standard,p,128000,,-1,2,,2025-01,s\n")
-    with pytest.raises(ValueError, match="line 2.*prices >= 0"):
-        tokens.load_prices(bad)
-    bad.write_text(header + "m,standard,p,128000,,1,2,,2025,s\n")
-    with pytest.raises(ValueError, match="line 2: as_of must be the year and month"):
-        tokens.load_prices(bad)
-    bad.write_text(header + "m,standard,p,128000,,1,2,,2025-01,\n")
-    with pytest.raises(ValueError, match="needs a tier and a source"):
-        tokens.load_prices(bad)
-    bad.write_text(header + "m,standard,p,128000,,1,2,,2025-01,s\nm,standard,p,128000,,2,3,,2025-01,t\n")
-    with pytest.raises(ValueError, match="line 3: m \\(standard\\) is priced twice for 2025-01"):
-        tokens.load_prices(bad)
-    bad.write_text(header + "m,standard,p,128000,200000,1,2,,2025-01,s\n")
-    with pytest.raises(ValueError, match="max_prompt_tokens between 1 and the window"):
-        tokens.load_prices(bad)
-    bad.write_text(header + "m,standard,p,lots,,1,2,,2025-01,s\n")
-    with pytest.raises(ValueError, match="context_window and max_prompt_tokens must be integers"):
-        tokens.load_prices(bad)
-    bad.write_text("model,provider\nm,p\n")
-    with pytest.raises(ValueError, match="missing column"):
-        tokens.load_prices(bad)
-    bad.write_text(header)
-    with pytest.raises(ValueError, match="no price rows"):
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=message):
         tokens.load_prices(bad)
 
 

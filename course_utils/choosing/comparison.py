@@ -171,7 +171,8 @@ def score_reply(task: Task, reply: str, timeout_s: float = 5.0) -> tuple[float, 
 @dataclass(frozen=True)
 class Contender:
     """Who answers: an OpenAI-compatible endpoint (``base_url`` ends in /v1), a model, an optional system
-    prompt, and the price table row its tokens are billed at (``price``)."""
+    prompt, and the price table row its tokens are billed at (``price``). ``seed`` is passed on to the
+    server (the course's and vLLM's honour it, so a sampled run repeats; APIs treat it as best effort)."""
 
     name: str
     base_url: str
@@ -181,6 +182,7 @@ class Contender:
     api_key: str = "not-needed"
     temperature: float = 0.1
     max_tokens: int = 256
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ async def run_contender(contender: Contender, tasks: list[Task], concurrency: in
             start = time.perf_counter()
             reply = await client.chat.completions.create(model=contender.model, messages=messages,
                                                          temperature=contender.temperature,
-                                                         max_tokens=contender.max_tokens)
+                                                         max_tokens=contender.max_tokens, seed=contender.seed)
             seconds = time.perf_counter() - start
         text = reply.choices[0].message.content or ""
         used = reply.usage

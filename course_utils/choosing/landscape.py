@@ -12,13 +12,16 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from course_utils.tokens import STANDARD_TIER, Price, load_prices
 
-__all__ = ["ARTICLE_TABLE_FILE", "MODELS_FILE", "ModelInfo", "audit_article_table", "landscape", "load_models"]
+__all__ = ["ARTICLE_BENCHMARKS_FILE", "ARTICLE_TABLE_FILE", "MODELS_FILE", "ModelInfo", "article_benchmarks",
+           "audit_article_table", "landscape", "load_models"]
 
 MODELS_FILE = Path(__file__).resolve().parent.parent / "data" / "models.csv"
 ARTICLE_TABLE_FILE = MODELS_FILE.with_name("article_model_table.csv")
+ARTICLE_BENCHMARKS_FILE = MODELS_FILE.with_name("article_benchmarks.csv")
 _COLUMNS = ("model", "provider", "released", "context_window", "open_weights", "license", "total_params_b",
             "active_params_b", "sizing_config", "source")
 OPEN_WEIGHTS = ("yes", "no", "research only")
@@ -136,3 +139,21 @@ def audit_article_table(as_of: str, path: str | Path = ARTICLE_TABLE_FILE) -> li
                        "open weights": info[model].open_weights if model in info else None,
                        "problems": problems})
     return report
+
+
+def article_benchmarks(path: str | Path = ARTICLE_BENCHMARKS_FILE) -> list[dict[str, Any]]:
+    """The article's benchmark table: each "typical frontier score" as quoted (a range, its unit and
+    whom it is quoted for; nothing the course can reproduce on its machines), with the section of
+    chapter 3 that scores the same kind of benchmark and the course function that does it."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    table = []
+    for line, row in enumerate(rows, 2):
+        try:
+            low, high = float(row["quoted_low"]), float(row["quoted_high"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{Path(path).name} line {line}: quoted_low and quoted_high must be numbers") from None
+        if not low <= high or not row.get("course_section", "").startswith("#"):
+            raise ValueError(f"{Path(path).name} line {line}: need quoted_low <= quoted_high and a chapter 3 heading")
+        table.append({**row, "quoted_low": low, "quoted_high": high, "status": "quoted, not reproduced here"})
+    return table
