@@ -106,3 +106,27 @@ def test_bad_assumptions_are_explained():
     with pytest.raises(ValueError, match=">= 0"):
         Traffic(-1, 10, 10)
     assert math.isfinite(self_host_monthly_usd(Traffic(1e6, 500, 200), hosting()))
+
+
+def test_published_throughputs_are_dated_and_sourced_and_make_a_replica():
+    from course_utils.choosing.costs import measured_replica, published_throughput
+
+    rows = published_throughput()
+    assert rows and all(r["source"].startswith("http") and len(r["as_of"]) == 7 for r in rows)
+    best = max(rows, key=lambda r: r["output_tokens_per_s"])
+    replica = measured_replica(H100, best["output_tokens_per_s"], utilisation=0.5)
+    shape = Traffic(1, 800, 250)
+    assert replica.replica_seconds(shape) == pytest.approx(DAYS_PER_MONTH * 250 / best["output_tokens_per_s"])
+    # a measured replica is slower than the roofline's bound for the same model and GPU
+    bound = roofline_replica(published_config("llama-3.1-8b"), H100, batch=best["concurrency"], efficiency=1.0)
+    assert best["output_tokens_per_s"] < bound.decode_tokens_per_s
+
+
+def test_a_broken_throughput_file_is_explained(tmp_path):
+    from course_utils.choosing.costs import published_throughput
+
+    bad = tmp_path / "t.csv"
+    bad.write_text("model,gpu,engine,precision,concurrency,output_tokens_per_s,workload,as_of,source\n"
+                   "m,g,e,p,four,1,w,2026-01,https://x\n")
+    with pytest.raises(ValueError, match="line 2: concurrency must be an integer"):
+        published_throughput(bad)

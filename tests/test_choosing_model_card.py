@@ -44,6 +44,7 @@ def test_a_rendered_card_round_trips_through_huggingface_hub():
     assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [
         (r.metric_type, r.metric_value) for r in results]
     assert ANSWERS["out_of_scope_use"] in card.text and check_written_card(str(card)) == []
+    assert "datasheets in course_utils/data/README.md: course_utils/data/passages.jsonl" in card.text
 
 
 @pytest.mark.parametrize("change, problem", [

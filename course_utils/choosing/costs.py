@@ -24,13 +24,15 @@ from course_utils.architecture.sizing import active_parameter_count, weight_byte
 from course_utils.serving.roofline import roofline_tokens_per_s
 from course_utils.tokens import Price
 
-__all__ = ["DAYS_PER_MONTH", "GPU_PRICES_FILE", "SECONDS_PER_MONTH", "Gpu", "SelfHosting", "Traffic",
-           "api_monthly_usd", "blended_usd_per_m", "break_even", "load_gpus", "months_between", "price_change",
-           "replicas_needed", "roofline_replica", "self_host_monthly_usd", "tokens_per_dollar"]
+__all__ = ["DAYS_PER_MONTH", "GPU_PRICES_FILE", "PUBLISHED_THROUGHPUT_FILE", "SECONDS_PER_MONTH", "Gpu",
+           "SelfHosting", "Traffic", "api_monthly_usd", "blended_usd_per_m", "break_even", "load_gpus",
+           "measured_replica", "months_between", "price_change", "published_throughput", "replicas_needed",
+           "roofline_replica", "self_host_monthly_usd", "tokens_per_dollar"]
 
 DAYS_PER_MONTH = 365.25 / 12
 SECONDS_PER_MONTH = DAYS_PER_MONTH * 24 * 3600
 GPU_PRICES_FILE = Path(__file__).resolve().parent.parent / "data" / "gpu_prices.csv"
+PUBLISHED_THROUGHPUT_FILE = GPU_PRICES_FILE.with_name("published_throughput.csv")
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,28 @@ class SelfHosting:
         """Seconds of one replica's full capacity the month's traffic needs."""
         input_tokens, output_tokens = traffic.monthly_tokens()
         return output_tokens / self.decode_tokens_per_s + input_tokens / self.prefill_tokens_per_s
+
+
+def published_throughput(path: str | Path = PUBLISHED_THROUGHPUT_FILE) -> list[dict[str, Any]]:
+    """Measured serving throughputs others published (``data/published_throughput.csv``): model, GPU,
+    engine, concurrency and output tokens per second for their workload, dated and with the address."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for line, row in enumerate(rows, 2):
+        try:
+            row["concurrency"], row["output_tokens_per_s"] = int(row["concurrency"]), float(row["output_tokens_per_s"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{Path(path).name} line {line}: concurrency must be an integer and "
+                             f"output_tokens_per_s a number") from None
+        if row["output_tokens_per_s"] <= 0 or not str(row.get("source", "")).startswith("http"):
+            raise ValueError(f"{Path(path).name} line {line}: throughput must be > 0 and source an address")
+    return rows
+
+
+def measured_replica(gpu: Gpu, output_tokens_per_s: float, gpus: int = 1, **hosting: Any) -> SelfHosting:
+    """A replica whose throughput was measured end to end (prompt processing included, as a serving
+    benchmark reports it): ``output_tokens_per_s`` for the benchmark's workload, prompts free on top."""
+    return SelfHosting(gpu, gpus, output_tokens_per_s, math.inf, **hosting)
 
 
 def replicas_needed(traffic: Traffic, hosting: SelfHosting) -> int:

@@ -164,6 +164,8 @@ def render_card(answers: CardAnswers, eval_results: list[EvalResult] | None = No
         data, model_id=answers.model_id, model_summary=answers.summary, developers=answers.developers or None,
         direct_use=answers.intended_use, out_of_scope_use=answers.out_of_scope_use,
         training_data=answers.training_data or None, testing_metrics=answers.evaluation or None,
+        testing_data=("Described by their datasheets in course_utils/data/README.md: " + ", ".join(answers.datasets))
+        if answers.datasets else None,
         results=results or None, bias_risks_limitations=answers.limitations,
         bias_recommendations=answers.ethical_considerations or None, model_card_contact=answers.contact,
         license=answers.license)
