@@ -196,7 +196,8 @@ def fit_chinchilla(n, d, loss, delta: float = 1e-3, n_starts: int = 16, bootstra
         for _ in range(bootstrap):
             idx = rng.integers(0, log_n.size, log_n.size)
             t, *_ = _fit_once(log_n[idx], log_d[idx], log_l[idx], delta, [theta])
-            samples.append([np.exp(t[2]), np.exp(t[0]), np.exp(t[1]), t[3], t[4]])
+            with np.errstate(over="ignore"):  # a resample that cannot pin a constant sends it to infinity
+                samples.append([np.exp(t[2]), np.exp(t[0]), np.exp(t[1]), t[3], t[4]])
         lo, hi = np.percentile(np.array(samples), [2.5, 97.5], axis=0)
         fit.intervals = {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(["E", "A", "B", "alpha", "beta"])}
     return fit
