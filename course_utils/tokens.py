@@ -41,6 +41,7 @@ __all__ = [
     "count_chat_tokens",
     "count_tokens",
     "get_encoding",
+    "is_year_month",
     "call_cost",
     "find_price",
     "load_prices",
@@ -286,6 +287,12 @@ def _encoding_name(model_or_encoding: str) -> str:
     return tiktoken.encoding_name_for_model(model_or_encoding)
 
 
+def is_year_month(text: str) -> bool:
+    """Whether ``text`` is a month written YYYY-MM (the dates of the course's data tables)."""
+    return (len(text) == 7 and text[4] == "-" and (text[:4] + text[5:]).isdigit()
+            and 1 <= int(text[5:]) <= 12)
+
+
 def _price_row(row: dict[str, str], where: str) -> Price:
     missing = [c for c in _PRICE_COLUMNS if c not in row or row[c] is None]
     if missing:
@@ -301,7 +308,7 @@ def _price_row(row: dict[str, str], where: str) -> Price:
         raise ValueError(f"{where}: context_window must be > 0, max_prompt_tokens between 1 and the window and "
                          f"prices >= 0, got {window}, {max_prompt}, {prices}")
     as_of = row["as_of"].strip()
-    if len(as_of) != 7 or as_of[4] != "-" or not (as_of[:4] + as_of[5:]).isdigit() or not 1 <= int(as_of[5:]) <= 12:
+    if not is_year_month(as_of):
         raise ValueError(f"{where}: as_of must be the year and month of the price, YYYY-MM; got {as_of!r}")
     if not row["source"].strip() or not row["tier"].strip():
         raise ValueError(f"{where}: every price needs a tier and a source (where the figure was published)")
@@ -335,25 +342,27 @@ def load_prices(path: str | Path = PRICES_FILE, history: bool = False) -> list[P
     return sorted(latest.values(), key=lambda p: (p.provider, p.model, p.tier != STANDARD_TIER, p.tier))
 
 
-def find_price(model: str, tier: str = STANDARD_TIER, as_of: str | None = None) -> Price:
-    """The row for ``model`` at ``tier``: the current one, or the latest on or before ``as_of`` (YYYY-MM)."""
+def _latest_by_tier(model: str, as_of: str | None) -> dict[str, Price]:
+    """``model``'s row for each tier: the current one, or the latest on or before ``as_of``."""
     rows = [p for p in load_prices(history=True) if p.model == model and (as_of is None or p.as_of <= as_of)]
     if not rows:
         known = sorted({p.model for p in load_prices()})
         raise ValueError(f"no price for {model!r}{f' on or before {as_of}' if as_of else ''}; "
                          f"the table has {', '.join(known)}")
-    tiers = [p for p in rows if p.tier == tier]
-    if not tiers:
-        raise ValueError(f"{model} has no {tier!r} tier; it has {', '.join(sorted({p.tier for p in rows}))}")
-    return tiers[-1]
+    return {p.tier: p for p in rows}  # oldest first: the latest row of each tier wins
+
+
+def find_price(model: str, tier: str = STANDARD_TIER, as_of: str | None = None) -> Price:
+    """The row for ``model`` at ``tier``: the current one, or the latest on or before ``as_of`` (YYYY-MM)."""
+    latest = _latest_by_tier(model, as_of)
+    if tier not in latest:
+        raise ValueError(f"{model} has no {tier!r} tier; it has {', '.join(sorted(latest))}")
+    return latest[tier]
 
 
 def call_cost(model: str, input_tokens: int, output_tokens: int = 0, as_of: str | None = None) -> float:
     """USD for one call to ``model`` at the rate its prompt length falls in (current, or as of YYYY-MM)."""
-    rows = [p for p in load_prices(history=True) if p.model == model and (as_of is None or p.as_of <= as_of)]
-    if not rows:
-        find_price(model, as_of=as_of)  # raises the explanation
-    latest = {p.tier: p for p in rows}  # oldest first: the latest row of each tier wins
+    latest = _latest_by_tier(model, as_of)
     fitting = [p for p in latest.values() if input_tokens <= p.max_prompt_tokens]
     if not fitting:
         window = max(p.context_window for p in latest.values())

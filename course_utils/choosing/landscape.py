@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from course_utils.tokens import STANDARD_TIER, Price, load_prices
+from course_utils.tokens import STANDARD_TIER, Price, is_year_month, load_prices
 
 __all__ = ["ARTICLE_BENCHMARKS_FILE", "ARTICLE_TABLE_FILE", "MODELS_FILE", "ModelInfo", "article_benchmarks",
            "audit_article_table", "landscape", "load_models"]
@@ -59,9 +59,8 @@ def _model_row(row: dict[str, str], where: str) -> ModelInfo:
                          row["sizing_config"].strip(), row["source"].strip())
     except ValueError as err:
         raise ValueError(f"{where}: context_window must be an integer and sizes numbers ({err})") from None
-    released = info.released
-    if len(released) != 7 or released[4] != "-" or not (released[:4] + released[5:]).isdigit():
-        raise ValueError(f"{where}: released must be YYYY-MM, got {released!r}")
+    if not is_year_month(info.released):
+        raise ValueError(f"{where}: released must be YYYY-MM, got {info.released!r}")
     if not info.source:
         raise ValueError(f"{where}: {info.model} needs a source (where its facts were published)")
     if info.open_weights not in OPEN_WEIGHTS:

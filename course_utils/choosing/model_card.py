@@ -86,7 +86,8 @@ def measured_facts(model: str) -> dict[str, Any]:
     if info is None:
         raise ValueError(f"unknown model {model!r}; the card generator knows: "
                          f"{', '.join(m.model for m in load_models())}")
-    facts: dict[str, Any] = {"model": model, "license": info.license.lower(), "sizes": None, "eval_results": [],
+    facts: dict[str, Any] = {"model": model, "provider": info.provider, "license": info.license.lower(),
+                             "sizes": None, "eval_results": [],
                              "evaluation": [], "datasets": []}
     if info.sizing_config:
         config = published_config(info.sizing_config)
@@ -121,16 +122,16 @@ def measured_facts(model: str) -> dict[str, Any]:
     return facts
 
 
-def prefilled(model: str) -> CardAnswers:
-    """Answers pre-filled from :func:`measured_facts`; the fields only people can answer are left empty."""
-    facts = measured_facts(model)
-    info = {m.model: m for m in load_models()}[model]
+def prefilled(model: str, facts: dict[str, Any] | None = None) -> CardAnswers:
+    """Answers pre-filled from :func:`measured_facts` (pass them in if already computed); the fields only
+    people can answer are left empty."""
+    facts = measured_facts(model) if facts is None else facts
     sizes = facts["sizes"]
-    summary = f"{model} by {info.provider}" + (
+    summary = f"{model} by {facts['provider']}" + (
         f", {sizes['parameters'] / 1e6:,.0f}M parameters ({sizes['active_parameters'] / 1e6:,.0f}M active per token), "
         f"a window of {sizes['context_window']:,} tokens" if sizes else "")
     license_id = facts["license"] if facts["license"] in LICENSES else ""
-    return CardAnswers(model_id=model, summary=summary + ".", developers=info.provider, license=license_id,
+    return CardAnswers(model_id=model, summary=summary + ".", developers=facts["provider"], license=license_id,
                        evaluation=" ".join(facts["evaluation"]), datasets=list(facts["datasets"]))
 
 
@@ -213,10 +214,11 @@ def load_answers(path: str | Path) -> dict[str, Any]:
 
 def write_card(model: str, out: str | Path, answers: dict[str, Any] | None = None) -> ModelCard:
     """Pre-fill from what the course measured for ``model``, apply ``answers``, validate, write ``out``."""
-    merged = prefilled(model)
+    facts = measured_facts(model)
+    merged = prefilled(model, facts)
     for name, value in (answers or {}).items():
         setattr(merged, name, value)
-    card = render_card(merged, measured_facts(model)["eval_results"])
+    card = render_card(merged, facts["eval_results"])
     problems = check_written_card(str(card))
     if problems:
         raise ValueError("the written card does not validate: " + "; ".join(problems))
@@ -231,7 +233,8 @@ def card_form(model: str, on_card: Callable[[ModelCard], None] | None = None) ->
     and click it too; ``form.card`` is the last card generated (None after a refusal)."""
     import ipywidgets as widgets
 
-    start = prefilled(model)
+    facts = measured_facts(model)
+    start = prefilled(model, facts)
     boxes: dict[str, Any] = {}
     for name, label in LABELS.items():
         value = getattr(start, name)
@@ -255,7 +258,7 @@ def card_form(model: str, on_card: Callable[[ModelCard], None] | None = None) ->
         output.clear_output()
         with output:
             try:
-                card = render_card(answers(), measured_facts(model)["eval_results"])
+                card = render_card(answers(), facts["eval_results"])
             except ValueError as err:
                 print(err)
                 form.card = None
