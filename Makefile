@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup assets run test test-fast lint lab bench constraints clean
+.PHONY: setup assets run test test-fast lint lab bench gpu-check constraints clean
 
 setup: $(STAMP)
 
@@ -63,6 +63,13 @@ lab: assets
 
 bench: assets
 	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The GPU path checked and measured in one command (benchmarks/gpu_check.py): on a CUDA machine it
+# writes benchmarks/results/gpu.json; elsewhere it runs the same checks on the CPU in about a minute.
+# It needs only torch and transformers, so a bare CUDA image's Python runs it without `make setup`.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py
 
 # Refresh the pins after a deliberate upgrade (then run make test before committing). The +cpu label
 # is stripped: the build is chosen by tools/install_torch.py on each machine, not by the pins.

@@ -10,7 +10,6 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import psutil
 import torch
 
 from course_utils import assets
@@ -35,6 +34,16 @@ def package_versions(names: tuple[str, ...] = KEY_PACKAGES) -> dict[str, str]:
     return out
 
 
+def _memory_bytes() -> int:
+    """Physical memory; psutil where installed (every course install), else the POSIX page count
+    (a bare GPU image running ``benchmarks/gpu_check.py`` has torch and transformers, maybe not psutil)."""
+    try:
+        import psutil
+    except ImportError:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return psutil.virtual_memory().total
+
+
 def machine_info() -> dict[str, object]:
     """CPU, memory, accelerator and library versions: recorded beside every measurement."""
     info: dict[str, object] = {
@@ -42,7 +51,7 @@ def machine_info() -> dict[str, object]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "memory_gb": round(_memory_bytes() / 1e9, 1),
         "device": best_device(),
         "versions": package_versions(),
     }

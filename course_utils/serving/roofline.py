@@ -93,5 +93,7 @@ def decode_step_seconds(model: Llama, batch: int, context: int, repeats: int = 3
     def step():
         cache.length = context
         model(ids, cache)
+        if weight.device.type == "cuda":  # kernels run asynchronously: time them, not their launch
+            torch.cuda.synchronize()
 
     return _best_seconds(step, repeats)
