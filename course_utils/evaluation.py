@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from scipy import optimize
 
+from course_utils.stats import bootstrap_percentiles
+
 __all__ = [
     "HUMANEVAL_STOPS", "Ratings", "bradley_terry", "choice_from_text", "distinct_n", "exact_match", "humaneval_passes",
     "humaneval_problems", "late_window_perplexity", "mmlu_prompt", "option_logprobs", "option_logprobs_batch",
@@ -152,12 +154,8 @@ def bradley_terry(battles: Sequence[tuple[str, str, float]], anchor: str | None 
     ratings = to_elo(_bt_fit(ia, ib, score, len(models)))
     result = Ratings({m: float(r) for m, r in zip(models, ratings, strict=True)})
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        samples = []
-        for _ in range(bootstrap):
-            pick = rng.integers(0, len(battles), len(battles))
-            samples.append(to_elo(_bt_fit(ia[pick], ib[pick], score[pick], len(models))))
-        lo, hi = np.percentile(np.array(samples), [2.5, 97.5], axis=0)
+        lo, hi = bootstrap_percentiles(
+            len(battles), lambda pick: to_elo(_bt_fit(ia[pick], ib[pick], score[pick], len(models))), bootstrap, seed)
         result.intervals = {m: (float(lo[i]), float(hi[i])) for i, m in enumerate(models)}
     return result
 

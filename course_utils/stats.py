@@ -1,18 +1,30 @@
-"""Rates and scores with their uncertainty, shared by the chapters.
+"""Rates and scores with their uncertainty, shared by the chapters: the one home of every interval.
 
-Every share a notebook or benchmark reports (answered, valid, accurate) is a :class:`Rate`: the
-count, the n it is out of, and a 95% Wilson interval (scipy's ``binomtest(...).proportion_ci``),
-which stays inside [0, 1] and is honest at 0/n and n/n where the normal approximation is not.
+* Every share a notebook or benchmark reports (answered, valid, accurate) is a :class:`Rate`: the
+  count, the n it is out of, and a 95% Wilson interval (scipy's ``binomtest(...).proportion_ci``),
+  which stays inside [0, 1] and is honest at 0/n and n/n where the normal approximation is not.
+* A mean score, or the difference between two methods scored on the *same* items, is an
+  :class:`Estimate` with a 95% percentile bootstrap interval (scipy's ``bootstrap``; paired for a
+  difference, so the items' own difficulty cancels): :func:`mean_interval`, :func:`paired_difference`.
+  Whether two methods differ on right/wrong outcomes is :func:`mcnemar`'s exact test.
+* A fitted model (a scaling law, Elo ratings) gets its interval from :func:`bootstrap_percentiles`,
+  which refits it on resampled items.
+
+``tests/test_stats.py`` checks these against statsmodels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from scipy.stats import binomtest
+import numpy as np
+from scipy.stats import binomtest, bootstrap
 
-__all__ = ["Rate", "auc_report", "bootstrap_auc", "mcnemar", "rate"]
+__all__ = ["Estimate", "Rate", "auc_report", "bootstrap_auc", "bootstrap_percentiles", "mcnemar", "mean_interval",
+           "paired_difference", "rate"]
+
+BOOTSTRAP_ROUNDS = 2000
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,58 @@ def rate(k: int, n: int, confidence: float = 0.95) -> Rate:
     return Rate(k, n, float(interval.low), float(interval.high))
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """A mean (or a mean difference) over ``n`` items with its 95% bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly on one side of 0 (for a difference: a detected effect)."""
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        return f"{self.value:+.3g} (n={self.n}, 95% CI {self.low:+.3g} to {self.high:+.3g})"
+
+    def as_dict(self) -> dict[str, float | int | list[float]]:
+        return {"value": round(self.value, 4), "n": self.n, "ci95": [round(self.low, 4), round(self.high, 4)]}
+
+
+def mean_interval(values: Sequence[float], rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> Estimate:
+    """The mean of ``values`` with a 95% percentile bootstrap interval (a single value: a zero-width one)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise ValueError("need at least one value")
+    if values.size == 1 or np.all(values == values[0]):
+        return Estimate(float(values.mean()), float(values.mean()), float(values.mean()), int(values.size))
+    ci = bootstrap((values,), np.mean, n_resamples=rounds, method="percentile", random_state=seed).confidence_interval
+    return Estimate(float(values.mean()), float(ci.low), float(ci.high), int(values.size))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0
+                      ) -> Estimate:
+    """mean(a) - mean(b) for two methods scored on the same items (a[i] and b[i] on item i), with a
+    95% bootstrap interval that resamples items, keeping each item's pair together."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores need one of each per item, got {a.size} and {b.size}")
+    return mean_interval(a - b, rounds, seed)
+
+
+def bootstrap_percentiles(n: int, refit: Callable[[np.ndarray], Sequence[float]], rounds: int, seed: int = 0
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """95% percentile intervals of the quantities ``refit(indices)`` returns, over ``rounds`` resamples
+    of ``n`` items drawn with replacement: (lows, highs), one per quantity."""
+    rng = np.random.default_rng(seed)
+    samples = np.array([refit(rng.integers(0, n, n)) for _ in range(rounds)], dtype=float)
+    low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+    return low, high
+
+
 def mcnemar(a_right: Sequence[bool], b_right: Sequence[bool]) -> dict[str, float | int]:
     """McNemar's exact test of two methods scored on the same items: the items only ``a`` gets
     right, those only ``b`` gets right, and the two-sided binomial p-value of that split
@@ -57,7 +121,6 @@ def bootstrap_auc(labels: Sequence[bool], scores: Sequence[float], rounds: int =
                   ) -> tuple[float, float, float]:
     """ROC AUC (scikit-learn's) of ``scores`` for ``labels``, and its 95% percentile bootstrap
     interval over examples (resamples holding one class only are skipped)."""
-    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     labels, scores = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)

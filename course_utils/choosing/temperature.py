@@ -16,7 +16,6 @@ from itertools import combinations
 from typing import Any
 
 import numpy as np
-from scipy.stats import bootstrap
 
 from course_utils.context.chunking import markdown_sections
 from course_utils.context.corpus import chapter_text
@@ -24,6 +23,7 @@ from course_utils.context.retrieval import unit_embeddings
 from course_utils.safety.claims import SimilaritySupport
 from course_utils.safety.guardrails import claim_support
 from course_utils.serving.sampling import SamplingParams
+from course_utils.stats import mean_interval
 
 __all__ = ["TEMPERATURES", "SUMMARY_PROMPT", "Summaries", "pairwise_cosine", "pairwise_rouge_l", "summarise",
            "summary_passages", "temperature_table"]
@@ -99,12 +99,9 @@ def pairwise_cosine(texts: Sequence[str], embedder: Any) -> float:
 
 
 def _interval(values: Sequence[float], seed: int) -> tuple[float, float, float]:
-    """(mean, low, high): a 95% percentile bootstrap interval of the mean over ``values``."""
-    values = np.asarray(values, dtype=float)
-    if np.ptp(values) == 0:
-        return float(values[0]), float(values[0]), float(values[0])
-    ci = bootstrap((values,), np.mean, n_resamples=2000, method="percentile", random_state=seed).confidence_interval
-    return float(values.mean()), float(ci.low), float(ci.high)
+    """(mean, low, high): :func:`course_utils.stats.mean_interval` as the table's triple."""
+    estimate = mean_interval(values, seed=seed)
+    return estimate.value, estimate.low, estimate.high
 
 
 def temperature_table(summaries: Summaries, embedder: Any,

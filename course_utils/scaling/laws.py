@@ -21,6 +21,8 @@ import numpy as np
 from scipy import optimize
 from scipy.special import logsumexp
 
+from course_utils.stats import bootstrap_percentiles
+
 __all__ = [
     "CHINCHILLA_TABLE3", "EPOCH", "HOFFMANN", "KAPLAN", "ChinchillaFit", "ChinchillaLaw", "KaplanLaw",
     "compute_optimal", "fit_chinchilla", "fit_power_law", "inference_aware_optimum", "isoflop_optimum",
@@ -191,14 +193,12 @@ def fit_chinchilla(n, d, loss, delta: float = 1e-3, n_starts: int = 16, bootstra
                         alpha=float(theta[3]), beta=float(theta[4]))
     fit = ChinchillaFit(law, value, grad_norm, iterations)
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        samples = []
-        for _ in range(bootstrap):
-            idx = rng.integers(0, log_n.size, log_n.size)
+        def refit(idx: np.ndarray) -> list[float]:
             t, *_ = _fit_once(log_n[idx], log_d[idx], log_l[idx], delta, [theta])
             with np.errstate(over="ignore"):  # a resample that cannot pin a constant sends it to infinity
-                samples.append([np.exp(t[2]), np.exp(t[0]), np.exp(t[1]), t[3], t[4]])
-        lo, hi = np.percentile(np.array(samples), [2.5, 97.5], axis=0)
+                return [np.exp(t[2]), np.exp(t[0]), np.exp(t[1]), t[3], t[4]]
+
+        lo, hi = bootstrap_percentiles(log_n.size, refit, bootstrap, seed)
         fit.intervals = {k: (float(lo[i]), float(hi[i])) for i, k in enumerate(["E", "A", "B", "alpha", "beta"])}
     return fit
 
