@@ -47,7 +47,8 @@ def test_scores_follow_the_evidence_through_contexts_and_duplicates():
     questions = [Question("q1", "x", "answer is forty-two"), Question("q2", "x", "not anywhere")]
     score = score_rankings([[2, 0], [0, 2]], chunks, questions, k=1)
     assert score.recall_at_k == 0.0 and score.mrr == pytest.approx(0.25)  # q1 at rank 2; q2 never
-    assert score_rankings([[2, 0], [0, 2]], chunks, questions, k=2).recall_at_k == 0.5
+    at_2 = score_rankings([[2, 0], [0, 2]], chunks, questions, k=2)
+    assert at_2.recall_at_k == 0.5 and at_2.hits == (True, False) and score.hits == (False, False)
     with pytest.raises(ValueError, match="one ranking per question"):
         score_rankings([[0]], chunks, questions)
 

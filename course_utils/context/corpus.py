@@ -83,6 +83,7 @@ class RetrievalScore:
     recall_at_k: float  # share of questions whose evidence is in one of the first k passages returned
     mrr: float  # mean of 1 / rank of the first returned passage holding the evidence (0 if none does)
     tokens_at_k: float  # mean tokens of the first k passages returned: what they would cost in a prompt
+    hits: tuple[bool, ...] = ()  # per question, whether its evidence is in the first k (for paired comparisons)
 
 
 def _handed_over(chunk: TextChunk) -> str:
@@ -104,10 +105,10 @@ def score_rankings(rankings: Sequence[Sequence[int]], chunks: Sequence[TextChunk
         raise ValueError(f"need one ranking per question, got {len(rankings)} for {len(questions)}")
     returned = [returned_passages(order, chunks) for order in rankings]
     golds = [gold_passages(passages, q.evidence) for passages, q in zip(returned, questions, strict=True)]
-    recall = sum(any(i < k for i in gold) for gold in golds) / len(questions)
+    hits = tuple(any(i < k for i in gold) for gold in golds)
     mrr = mean_reciprocal_rank([range(len(passages)) for passages in returned], golds)
     tokens = sum(count_tokens("".join(passages[:k]), model) for passages in returned) / len(questions)
-    return RetrievalScore(recall, mrr, tokens)
+    return RetrievalScore(sum(hits) / len(questions), mrr, tokens, hits)
 
 
 CHUNKINGS = ("fixed 128", "fixed 128, overlap 32", "sections", "sentence windows", "semantic", "small-to-big")
@@ -154,7 +155,8 @@ def rerank_top(questions: Sequence[Question], chunks: Sequence[TextChunk], ranki
 def compare_retrieval(questions: Sequence[Question], embedder, strategies: Sequence[str] = CHUNKINGS, k: int = 5,
                       folder: str | Path = CHAPTERS_DIR, progress: bool = True) -> list[dict[str, Any]]:
     """Recall@k, MRR and tokens@k of BM25, dense and hybrid retrieval under each chunking strategy,
-    over the chapters the questions come from: one row per (chunking, retriever)."""
+    over the chapters the questions come from: one row per (chunking, retriever), with each question's
+    hit or miss in the top k (``hits@k``, 1 or 0 in question order) for paired comparisons."""
     from tqdm.auto import tqdm
 
     texts = [chapter_text(chapter, folder) for chapter in sorted({q.chapter for q in questions})]
@@ -165,5 +167,6 @@ def compare_retrieval(questions: Sequence[Question], embedder, strategies: Seque
         for retriever, rankings in rank_questions(chunks, questions, embedder).items():
             score = score_rankings(rankings, chunks, questions, k)
             rows.append({"chunking": strategy, "retriever": retriever, "chunks": len(chunks),
-                         f"recall@{k}": score.recall_at_k, "MRR": score.mrr, f"tokens@{k}": score.tokens_at_k})
+                         f"recall@{k}": score.recall_at_k, "MRR": score.mrr, f"tokens@{k}": score.tokens_at_k,
+                         f"hits@{k}": [int(h) for h in score.hits]})
     return rows
