@@ -8,6 +8,7 @@ import torch
 
 from course_utils.scaling.emergence import (
     AdditionTask,
+    constant_guess_baseline,
     exact_match_from_token_accuracy,
     score_answers,
     smooth_token_accuracy,
@@ -64,3 +65,32 @@ def test_scorer_counts_digits_and_whole_answers():
     assert score_answers(_Oracle(texts, {(0, 5)}), problems)["exact_match"] == 1.0  # prompt errors do not count
     with pytest.raises(ValueError, match="one answer length"):
         score_answers(_Oracle(texts, set()), [("1+1=", "2"), ("10+10=", "20")])
+
+
+class _ConstantGuesser(torch.nn.Module):
+    """Ignores the input: at answer position j it always predicts the byte ``answer[j]``."""
+
+    def __init__(self, prompt_len: int, answer: str):
+        super().__init__()
+        self.prompt_len, self.answer = prompt_len, answer
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*ids.shape, 256)
+        for j, digit in enumerate(self.answer.encode()):
+            logits[:, self.prompt_len + j, digit] = 1.0
+        return logits
+
+
+def test_the_constant_guess_baseline_is_what_a_question_blind_model_scores():
+    problems = AdditionTask(2).problems(500, seed=3)
+    baseline = constant_guess_baseline(problems)
+    columns = list(zip(*[a for _, a in problems], strict=True))
+    majority = "".join(max(set(col), key=col.count) for col in columns)
+    scored = score_answers(_ConstantGuesser(len(problems[0][0]), majority), problems)
+    assert scored["position_accuracy"] == pytest.approx(baseline["position_accuracy"])
+    assert scored["digit_accuracy"] == pytest.approx(baseline["digit_accuracy"])
+    # the leading digit of a two-digit sum is 0 or 1: about half right with no arithmetic, far above 1/10
+    assert 0.45 < baseline["position_accuracy"][0] < 0.56 and all(p < 0.16 for p in baseline["position_accuracy"][1:])
+    assert baseline["exact_match"] < 0.03
+    with pytest.raises(ValueError, match="one length"):
+        constant_guess_baseline([("1+1=", "2"), ("10+10=", "20")])

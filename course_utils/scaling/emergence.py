@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["AdditionTask", "exact_match_from_token_accuracy", "score_answers", "smooth_token_accuracy"]
+__all__ = ["AdditionTask", "constant_guess_baseline", "exact_match_from_token_accuracy", "score_answers",
+           "smooth_token_accuracy"]
 
 
 def smooth_token_accuracy(n_params, n_half: float = 1e9, slope: float = 1.0):
@@ -77,3 +78,20 @@ def score_answers(model: torch.nn.Module, problems: list[tuple[str, str]]) -> di
     correct = predicted == ids[:, first + 1:first + 1 + answer_len]
     return {"digit_accuracy": float(correct.float().mean()), "exact_match": float(correct.all(-1).float().mean()),
             "position_accuracy": correct.float().mean(0).tolist()}
+
+
+def constant_guess_baseline(problems: list[tuple[str, str]]) -> dict[str, float | list[float]]:
+    """What :func:`score_answers` gives a model that ignores the question: at each answer position
+    it writes the digit most frequent there, and its whole answer is the most frequent answer.
+
+    This, not 1/10, is chance for a position whose digits are not uniform: the leading digit of a
+    two-digit sum is 0 or 1, so guessing it is right about half the time without any arithmetic.
+    """
+    if not problems:
+        raise ValueError("need at least one problem")
+    answers = [a for _, a in problems]
+    if len({len(a) for a in answers}) != 1:
+        raise ValueError("answers must share one length")
+    positions = [max(col.count(d) for d in set(col)) / len(col) for col in zip(*answers, strict=True)]
+    exact = max(answers.count(a) for a in set(answers)) / len(answers)
+    return {"digit_accuracy": sum(positions) / len(positions), "exact_match": exact, "position_accuracy": positions}
