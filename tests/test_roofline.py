@@ -1,13 +1,16 @@
 """The roofline model of a decode step, and the measurements that feed it."""
 
+import numpy as np
 import pytest
 
 from course_utils.architecture.transformer import Llama, LlamaConfig
 from course_utils.serving.roofline import (
     decode_step_seconds,
+    fit_step_cost,
     knee_batch,
     matmul_flops,
     memory_bandwidth,
+    predicted_step_cost,
     roofline_tokens_per_s,
 )
 
@@ -39,3 +42,28 @@ def test_a_decode_step_is_timed_for_the_batch_and_context_asked():
         decode_step_seconds(model, batch=0, context=4)
     with pytest.raises(ValueError, match="context"):
         decode_step_seconds(model, batch=1, context=-1)
+
+
+def test_the_predicted_step_cost_has_the_rooflines_knee():
+    machine = dict(params=1e9, weight_bytes=2e9, peak_flops=1e12, bandwidth=1e11)
+    cost = predicted_step_cost(**machine)
+    assert cost.fixed_s == pytest.approx(0.02) and cost.per_sequence_s == pytest.approx(0.002)
+    assert cost.knee == pytest.approx(knee_batch(**machine))
+
+
+def test_a_fitted_step_cost_recovers_fixed_and_per_sequence_parts_from_noisy_times():
+    rng = np.random.default_rng(0)
+    batches = [1, 2, 4, 8, 16, 32, 64]
+    times = [(0.05 + 0.003 * b) * rng.uniform(0.97, 1.03) for b in batches]  # 3% timing noise
+    cost = fit_step_cost(batches, times)
+    assert cost.fixed_s == pytest.approx(0.05, rel=0.1) and cost.per_sequence_s == pytest.approx(0.003, rel=0.1)
+    assert cost.knee == pytest.approx(0.05 / 0.003, rel=0.15)
+    exact = fit_step_cost([1, 4], [0.053, 0.062])  # two points: the line through them
+    assert exact.fixed_s == pytest.approx(0.05) and exact.per_sequence_s == pytest.approx(0.003)
+
+
+@pytest.mark.parametrize(("batches", "times"), [([1], [0.1]), ([2, 2], [0.1, 0.1]), ([1, 2], [0.1, 0.0]),
+                                                ([1, 2], [0.2, 0.1]), ([1, 2, 3], [0.1, 0.2])])
+def test_a_step_cost_is_not_fitted_to_times_that_cannot_give_one(batches, times):
+    with pytest.raises(ValueError):
+        fit_step_cost(batches, times)

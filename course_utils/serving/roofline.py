@@ -15,17 +15,27 @@ the KV cache add to the memory side and grow with B x context; this model leaves
 
 :func:`matmul_flops` and :func:`memory_bandwidth` measure the two limits on this machine;
 :func:`decode_step_seconds` times a real decode step of a :class:`~course_utils.architecture.transformer.Llama`.
+
+The knee is where the part of a step that does not depend on B (reading the weights) equals the
+part that grows with B (the arithmetic). :func:`fit_step_cost` measures those two parts from timed
+steps, ``step(B) = fixed + per_sequence x B``, so the measured knee ``fixed / per_sequence`` sits
+beside the predicted one on the same definition; a fixed part far above ``weight_bytes /
+bandwidth`` means the step is bound by overhead (kernel launches, Python, small operations),
+not by memory.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from course_utils.architecture.transformer import KVCache, Llama
 
-__all__ = ["decode_step_seconds", "knee_batch", "matmul_flops", "memory_bandwidth", "roofline_tokens_per_s"]
+__all__ = ["StepCost", "decode_step_seconds", "fit_step_cost", "knee_batch", "matmul_flops", "memory_bandwidth",
+           "predicted_step_cost", "roofline_tokens_per_s"]
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -76,6 +86,38 @@ def roofline_tokens_per_s(batch: int, params: float, weight_bytes: float, peak_f
 def knee_batch(params: float, weight_bytes: float, peak_flops: float, bandwidth: float) -> float:
     """The batch size where a decode step turns from memory-bound to compute-bound."""
     return peak_flops * weight_bytes / (2 * params * bandwidth)
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """A decode step's time as ``fixed_s + per_sequence_s x B`` for a batch of B sequences."""
+
+    fixed_s: float  # paid once per step, whatever B: reading the weights, and any per-step overhead
+    per_sequence_s: float  # added by each sequence: its arithmetic (and its share of attention)
+
+    @property
+    def knee(self) -> float:
+        """The batch at which the two parts are equal: past it, a step costs mostly per sequence."""
+        return self.fixed_s / self.per_sequence_s
+
+
+def predicted_step_cost(params: float, weight_bytes: float, peak_flops: float, bandwidth: float) -> StepCost:
+    """The roofline's two parts: weights read once per step, 2 x params FLOPs per sequence.
+    Its knee equals :func:`knee_batch`."""
+    return StepCost(weight_bytes / bandwidth, 2 * params / peak_flops)
+
+
+def fit_step_cost(batches, step_seconds) -> StepCost:
+    """Least-squares fit of measured step times to ``fixed + per_sequence x B`` (each point weighted
+    by 1 / its time, so small and large batches count alike in relative terms)."""
+    b, t = np.asarray(batches, dtype=float), np.asarray(step_seconds, dtype=float)
+    if b.shape != t.shape or b.size < 2 or len(set(b.tolist())) < 2 or np.any(t <= 0):
+        raise ValueError("need step times (> 0) at two or more different batch sizes, one per batch size")
+    per_sequence, fixed = np.polyfit(b, t, 1, w=1 / t)
+    if per_sequence <= 0 or fixed <= 0:
+        raise ValueError(f"the times do not fit fixed + per_sequence x B with both parts positive "
+                         f"(got {fixed:.3g} s and {per_sequence:.3g} s per sequence)")
+    return StepCost(float(fixed), float(per_sequence))
 
 
 @torch.inference_mode()
