@@ -9,6 +9,8 @@
     llm-course export gradescope --lab NAME [--out ZIP]   Gradescope autograder zip
     llm-course serve [--model M] [--port P]  OpenAI-compatible server on the course engine
     llm-course bench [--base-url URL]        load-test a server
+    llm-course model-card MODEL --out PATH   a Hugging Face model card, pre-filled with what the course measured
+    llm-course claims [--write PATH]         the article's claims beside the course's measurements
 
 A failure prints one line saying what went wrong and what to do; ``--debug`` (or
 ``LLM_COURSE_DEBUG=1``) shows the traceback instead.
@@ -260,6 +262,18 @@ def _cmd_model_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from course_utils.ledger import ledger_markdown, load_claims
+
+    page = ledger_markdown(load_claims(), _course_root() / "notebooks")
+    if args.write:
+        Path(args.write).write_text(page + "\n", encoding="utf-8")
+        print(f"wrote {args.write}")
+    else:
+        print(page)
+    return 0
+
+
 def _plot_bench(result: dict, path: str) -> None:
     import matplotlib
 
@@ -365,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answers", default=None,
                    help="YAML file of the form's answers (intended_use, out_of_scope_use, limitations, contact, ...)")
     p.set_defaults(func=_cmd_model_card)
+
+    p = sub.add_parser("claims", help="the article's claims beside what the course measured (from the notebooks)")
+    p.add_argument("--write", metavar="PATH", help="write the Markdown page there (docs/claims.md), not to the screen")
+    p.set_defaults(func=_cmd_claims)
     return parser
 
 

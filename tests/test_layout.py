@@ -16,8 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "course_utils"
 # modules more than one chapter (or the tooling) uses: they stay at the top
-PLUMBING = {"assets", "chat", "cli", "confinement", "defaults", "environment", "evaluation", "models", "notebooks",
-            "program_runner", "sandbox", "stats", "tables", "tasks", "tokens"}
+PLUMBING = {"assets", "chat", "cli", "confinement", "defaults", "environment", "evaluation", "ledger", "models",
+            "notebooks", "program_runner", "sandbox", "stats", "tables", "tasks", "tokens"}
 # one folder per chapter that has code, and the notebook that teaches it; grading is the labs' tooling
 CHAPTERS = {"architecture": "01", "scaling": "02", "icl": "03", "serving": "04", "quantization": "05",
             "finetune": "06", "context": "07", "apps": "08", "safety": "09", "choosing": "10"}
