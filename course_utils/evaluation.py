@@ -18,7 +18,7 @@ from course_utils.stats import bootstrap_percentiles
 __all__ = [
     "HUMANEVAL_STOPS", "Ratings", "bradley_terry", "choice_from_text", "distinct_n", "exact_match", "humaneval_passes",
     "humaneval_problems", "late_window_perplexity", "mmlu_prompt", "option_logprobs", "option_logprobs_batch",
-    "pass_at_k", "perplexity", "truncate_completion",
+    "pass_at_k", "perplexity", "sequence_nlls", "truncate_completion",
 ]
 
 
@@ -35,9 +35,9 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
 
 
 @torch.no_grad()
-def perplexity(model, sequences: Sequence[torch.Tensor], batch_size: int = 4) -> float:
-    """exp(mean negative log-likelihood) over every predicted token of ``sequences`` (each (T,) ids,
-    scored on its own: token t from tokens < t, the first token of each unscored).
+def sequence_nlls(model, sequences: Sequence[torch.Tensor], batch_size: int = 4) -> list[tuple[float, int]]:
+    """For each of ``sequences`` (each (T,) ids, scored on its own: token t from tokens < t, the
+    first token unscored): its summed negative log-likelihood and the number of tokens scored.
 
     ``model(ids)`` takes (B, T) ids and must return logits (B, T, V) or an object with ``.logits``.
     Sequences go ``batch_size`` at a time, right-padded: a causal model's predictions for the real
@@ -48,16 +48,22 @@ def perplexity(model, sequences: Sequence[torch.Tensor], batch_size: int = 4) ->
     for ids in sequences:
         if ids.dim() != 1 or len(ids) < 2:
             raise ValueError(f"each sequence must be 1-D with at least 2 tokens, got shape {tuple(ids.shape)}")
-    total, count = 0.0, 0
+    out = []
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start:start + batch_size]
         batch = torch.nn.utils.rnn.pad_sequence(list(chunk), batch_first=True)
         targets = torch.nn.utils.rnn.pad_sequence([ids[1:] for ids in chunk], batch_first=True, padding_value=-100)
-        out = model(batch)
-        logits = getattr(out, "logits", out)[:, :-1].float()
-        total += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="sum"))
-        count += sum(len(ids) - 1 for ids in chunk)
-    return math.exp(total / count)
+        result = model(batch)
+        logits = getattr(result, "logits", result)[:, :-1].float()
+        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T - 1)
+        out += [(float(row.sum()), len(ids) - 1) for row, ids in zip(losses, chunk, strict=True)]
+    return out
+
+
+def perplexity(model, sequences: Sequence[torch.Tensor], batch_size: int = 4) -> float:
+    """exp(mean negative log-likelihood) over every predicted token of ``sequences`` (see :func:`sequence_nlls`)."""
+    nlls = sequence_nlls(model, sequences, batch_size)
+    return math.exp(sum(total for total, _ in nlls) / sum(count for _, count in nlls))
 
 
 @torch.no_grad()

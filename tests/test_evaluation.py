@@ -203,6 +203,10 @@ def test_perplexity_is_exp_of_the_mean_token_nll_over_all_sequences():
     expected = math.exp(3 * math.log(vocab) / 5)
     for batch_size in (1, 2, 3):  # in one batch the second sequence is padded; padding is not scored
         assert perplexity(uniform_then_certain, sequences, batch_size) == pytest.approx(expected)
+    from course_utils.evaluation import sequence_nlls
+
+    per_sequence = sequence_nlls(uniform_then_certain, sequences, batch_size=2)
+    assert per_sequence == [(pytest.approx(2 * math.log(vocab)), 3), (pytest.approx(math.log(vocab)), 2)]
     with pytest.raises(ValueError, match="at least 2 tokens"):
         perplexity(uniform_then_certain, [torch.tensor([1])])
     with pytest.raises(ValueError, match="batch_size"):

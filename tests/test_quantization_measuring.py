@@ -1,6 +1,7 @@
 """measure_schemes: the one loop behind notebook 05's table and the quantization benchmark."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -39,6 +40,8 @@ def test_rows_measure_each_scheme_against_the_untouched_baseline():
         assert r["model_mb"] < base["model_mb"] and r["quantize_s"] >= 0
     by_hand = quantize_model(copy.deepcopy(model), "q4_0")
     assert by["q4_0"]["perplexity"] == pytest.approx(perplexity(by_hand, texts))
+    # one mean NLL per passage, each that passage's own log-perplexity
+    assert by["q4_0"]["passage_nll"] == pytest.approx([math.log(perplexity(by_hand, [t])) for t in texts])
     assert by["q4_0"]["perplexity"] != base["perplexity"]
 
 

@@ -4,7 +4,9 @@ Notebook 05 and ``benchmarks/quant_bench.py`` both call :func:`measure_schemes`,
 have the same columns and mean the same thing:
 
 * ``perplexity`` on held-out passages (each its own sequence) and ``increase`` over the baseline
-  (a fraction: 0.01 is 1%);
+  (a fraction: 0.01 is 1%); ``passage_nll``, each passage's mean negative log-likelihood per token,
+  so that two schemes can be compared passage by passage (a paired test) and the increase given an
+  interval over passages;
 * ``linear_bits_per_weight``: stored bits per weight of the quantized layers, scales included;
 * ``model_mb``: every parameter and buffer of the model, in MB;
 * ``quantize_s``: seconds to quantize the whole model (GPTQ's calibration included).
@@ -13,6 +15,7 @@ have the same columns and mean the same thing:
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterable, Sequence
 
@@ -20,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course_utils.evaluation import perplexity
+from course_utils.evaluation import sequence_nlls
 from course_utils.quantization.model import linear_bits_per_weight, model_bytes, quantize_model
 from course_utils.quantization.schemes import SCHEMES, get_scheme
 
@@ -29,9 +32,18 @@ __all__ = ["BASELINE", "display_rows", "measure_scheme", "measure_schemes"]
 BASELINE = "float (as loaded)"
 
 
-def _row(scheme: str, model: nn.Module, ppl: float, base_ppl: float, bits: float, seconds: float) -> dict:
+def _quality(model: nn.Module, texts: Sequence[torch.Tensor]) -> tuple[float, list[float]]:
+    """(perplexity over all of ``texts``, each text's mean negative log-likelihood per token)."""
+    nlls = sequence_nlls(model, texts)
+    ppl = math.exp(sum(total for total, _ in nlls) / sum(count for _, count in nlls))
+    return ppl, [total / count for total, count in nlls]
+
+
+def _row(scheme: str, model: nn.Module, quality: tuple[float, list[float]], base_ppl: float, bits: float,
+         seconds: float) -> dict:
+    ppl, passage_nll = quality
     return {"scheme": scheme, "linear_bits_per_weight": bits, "model_mb": model_bytes(model) / 1e6,
-            "perplexity": ppl, "increase": ppl / base_ppl - 1, "quantize_s": seconds}
+            "perplexity": ppl, "increase": ppl / base_ppl - 1, "quantize_s": seconds, "passage_nll": passage_nll}
 
 
 def measure_scheme(model: nn.Module, scheme: str, texts: Sequence[torch.Tensor], base_ppl: float,
@@ -42,7 +54,7 @@ def measure_scheme(model: nn.Module, scheme: str, texts: Sequence[torch.Tensor],
     start = time.perf_counter()
     quantize_model(quantized, scheme, calibration=calibration)
     seconds = time.perf_counter() - start
-    return _row(scheme, quantized, perplexity(quantized, texts), base_ppl, linear_bits_per_weight(quantized), seconds)
+    return _row(scheme, quantized, _quality(quantized, texts), base_ppl, linear_bits_per_weight(quantized), seconds)
 
 
 def measure_schemes(model: nn.Module, texts: Sequence[torch.Tensor], calibration: torch.Tensor | None = None,
@@ -57,11 +69,11 @@ def measure_schemes(model: nn.Module, texts: Sequence[torch.Tensor], calibration
         get_scheme(name)
     if calibration is None and any(get_scheme(n).needs_calibration for n in names):
         raise ValueError("GPTQ needs calibration ids: pass calibration=calibration_batch(tokenizer)")
-    base_ppl = perplexity(model, texts)
+    base = _quality(model, texts)
     bits = 8.0 * next(model.parameters()).element_size()
-    rows = [_row(BASELINE, model, base_ppl, base_ppl, bits, 0.0)]
+    rows = [_row(BASELINE, model, base, base[0], bits, 0.0)]
     for name in tqdm(names, desc="schemes", disable=not progress):
-        rows.append(measure_scheme(model, name, texts, base_ppl, calibration))
+        rows.append(measure_scheme(model, name, texts, base[0], calibration))
     return rows
 
 
