@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from course_utils.architecture.transformer import Llama
-from course_utils.icl.induction import ALPHABET, episodes, in_context_score, induction_scores, probe_batch
+from course_utils.icl.induction import (
+    ALPHABET,
+    episodes,
+    in_context_score,
+    induction_scores,
+    learned_rule,
+    probe_batch,
+)
 from course_utils.scaling.training import TrainConfig, train
 
 
@@ -34,6 +41,31 @@ class _CopyOracle(torch.nn.Module):
 def test_in_context_score_of_a_perfect_copier():
     batch = probe_batch(half=12, n=4)
     assert in_context_score(_CopyOracle(), batch) == pytest.approx(-math.log(256), abs=1e-3)
+
+
+class _FixedDistanceCopier(torch.nn.Module):
+    """Predicts the symbol ``distance`` places back: right on episodes of that length only."""
+
+    def __init__(self, distance: int):
+        super().__init__()
+        self.distance = distance
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*ids.shape, 256)
+        for t in range(self.distance - 1, ids.shape[1]):
+            logits[torch.arange(ids.shape[0]), t, ids[:, t - self.distance + 1]] = 50.0
+        return logits
+
+
+def test_the_learned_rule_tells_a_positional_copier_from_a_content_matcher():
+    long, short = probe_batch(half=16, n=8), probe_batch(half=12, n=8)
+    positional = {"score": in_context_score(_FixedDistanceCopier(16), long),
+                  "other length": in_context_score(_FixedDistanceCopier(16), short), "induction": 1.0}
+    content = {"score": in_context_score(_CopyOracle(), long), "other length": in_context_score(_CopyOracle(), short)}
+    assert learned_rule(positional) == "positional"
+    assert learned_rule({**content, "induction": 0.9}) == "induction head"
+    assert learned_rule({**content, "induction": 0.1}) == "context statistics"  # keeps the gain, looks elsewhere
+    assert learned_rule({"score": -0.3, "other length": -0.2, "induction": 0.9}) == "not copying yet"
 
 
 class _InductionAttention:

@@ -18,7 +18,8 @@ import string
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ALPHABET", "episodes", "in_context_score", "induction_scores", "probe_batch"]
+__all__ = ["ALPHABET", "COPYING_SCORE", "INDUCTION_SCORE", "copying_probes", "episodes", "in_context_score",
+           "induction_scores", "learned_rule", "probe_batch"]
 
 ALPHABET = string.ascii_letters[:32]  # 32 symbols: ln 32 = 3.47 nats for a blind guess
 
@@ -72,3 +73,35 @@ def induction_scores(model, batch: torch.Tensor, layer: int) -> torch.Tensor:
     weights = model.attention_weights(batch, layer)  # (B, H, T, T)
     queries = torch.arange(half, 2 * half - 1)
     return weights[:, :, queries, queries - half + 1].mean(dim=(0, 2))
+
+
+def copying_probes(model, probe: torch.Tensor, other_length: torch.Tensor) -> dict:
+    """What a model trained on the copying task has learned, from two probe batches (:func:`probe_batch`):
+    the in-context score on ``probe`` (episodes of the trained length) and on ``other_length``
+    (another length), and the best head's induction score on ``probe`` with its (layer, head)."""
+    heads = torch.stack([induction_scores(model, probe, layer) for layer in range(model.config.n_layers)])  # (L, H)
+    layer, head = divmod(int(heads.argmax()), heads.shape[1])
+    return {"score": in_context_score(model, probe), "other length": in_context_score(model, other_length),
+            "induction": float(heads.max()), "head": (layer, head)}
+
+
+COPYING_SCORE = -1.0  # nats: an in-context score below this means the model copies (perfect is -ln 64 = -4.16)
+INDUCTION_SCORE = 0.5  # a head that puts most of its attention on the induction target
+
+
+def learned_rule(probes: dict) -> str:
+    """What :func:`copying_probes` says the model learned:
+
+    * "not copying yet": the in-context score on the trained length is above COPYING_SCORE;
+    * "positional": it loses more than half of that gain on episodes of another length (it copies
+      from the fixed distance its training episodes had);
+    * "induction head": it keeps the gain and a head attends mostly to the induction target
+      (finds the earlier twin, wherever it is, and reads the symbol after it);
+    * "context statistics": it keeps the gain but no head looks at the target, so it uses *which*
+      symbols the context holds (the second copy draws from them), not where they are.
+    """
+    if probes["score"] > COPYING_SCORE:
+        return "not copying yet"
+    if probes["other length"] > probes["score"] / 2:
+        return "positional"
+    return "induction head" if probes["induction"] >= INDUCTION_SCORE else "context statistics"
