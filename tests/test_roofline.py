@@ -6,6 +6,7 @@ import pytest
 from course_utils.architecture.transformer import Llama, LlamaConfig
 from course_utils.serving.roofline import (
     decode_step_seconds,
+    decode_step_times,
     fit_step_cost,
     knee_batch,
     matmul_flops,
@@ -38,6 +39,8 @@ def test_a_decode_step_is_timed_for_the_batch_and_context_asked():
     model = Llama(config)
     model.init_weights()
     assert decode_step_seconds(model, batch=3, context=100, repeats=1) > 0
+    times = decode_step_times(model, batch=3, context=100, repeats=4)
+    assert len(times) == 4 and all(t > 0 for t in times)
     with pytest.raises(ValueError, match="batch"):
         decode_step_seconds(model, batch=0, context=4)
     with pytest.raises(ValueError, match="context"):

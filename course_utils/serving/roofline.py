@@ -34,18 +34,23 @@ import torch
 
 from course_utils.architecture.transformer import KVCache, Llama
 
-__all__ = ["StepCost", "decode_step_seconds", "fit_step_cost", "knee_batch", "matmul_flops", "memory_bandwidth",
-           "predicted_step_cost", "roofline_tokens_per_s"]
+__all__ = ["StepCost", "decode_step_seconds", "decode_step_times", "fit_step_cost", "knee_batch", "matmul_flops",
+           "memory_bandwidth", "predicted_step_cost", "roofline_tokens_per_s"]
 
 
-def _best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
+def _times(fn, repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn``, after one warm-up call."""
+    fn()
+    times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    return min(_times(fn, repeats))
 
 
 def matmul_flops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
@@ -121,8 +126,9 @@ def fit_step_cost(batches, step_seconds) -> StepCost:
 
 
 @torch.inference_mode()
-def decode_step_seconds(model: Llama, batch: int, context: int, repeats: int = 3) -> float:
-    """Best wall time of one decode step for ``batch`` sequences, each with ``context`` cached tokens.
+def decode_step_times(model: Llama, batch: int, context: int, repeats: int = 3) -> list[float]:
+    """Wall times of ``repeats`` decode steps (after a warm-up) for ``batch`` sequences, each with
+    ``context`` cached tokens: their spread shows how noisy the timing is.
 
     The cache holds zeros rather than real keys and values: the time does not depend on them.
     """
@@ -138,4 +144,9 @@ def decode_step_seconds(model: Llama, batch: int, context: int, repeats: int = 3
         if weight.device.type == "cuda":  # kernels run asynchronously: time them, not their launch
             torch.cuda.synchronize()
 
-    return _best_seconds(step, repeats)
+    return _times(step, repeats)
+
+
+def decode_step_seconds(model: Llama, batch: int, context: int, repeats: int = 3) -> float:
+    """The best of :func:`decode_step_times`: the step's cost with the least interference."""
+    return min(decode_step_times(model, batch, context, repeats))
