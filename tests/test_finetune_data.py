@@ -48,6 +48,7 @@ def test_scores_on_hand_made_replies():
     score = score_extractions(replies, bookings)
     assert score.compliance == 0.5 and score.exact == 0.25
     assert score.field_accuracy == (4 + 3) / 16 and score.per_field["time"] == 0.25
+    assert score.per_booking == (1.0, 0.75, 0.0, 0.0)
     assert parse_answer("  " + bookings[0].answer_text + "\n") == bookings[0].answer
     with pytest.raises(ValueError, match="one reply per booking"):
         score_extractions(replies[:2], bookings)

@@ -145,6 +145,7 @@ class ExtractionScore:
     field_accuracy: float  # share of all fields (4 per booking) reproduced exactly; a non-compliant reply scores 0
     exact: float  # share of bookings with every field right
     per_field: dict[str, float]
+    per_booking: tuple[float, ...] = ()  # each booking's share of fields right, for paired comparisons
 
 
 def score_extractions(replies: Sequence[str], bookings: Sequence[Booking]) -> ExtractionScore:
@@ -160,4 +161,5 @@ def score_extractions(replies: Sequence[str], bookings: Sequence[Booking]) -> Ex
         field_accuracy=sum(sum(v) for v in right.values()) / (n * len(FIELDS)),
         exact=sum(all(right[f][i] for f in FIELDS) for i in range(n)) / n,
         per_field={f: sum(v) / n for f, v in right.items()},
+        per_booking=tuple(sum(right[f][i] for f in FIELDS) / len(FIELDS) for i in range(n)),
     )
