@@ -9,7 +9,7 @@
     llm-course export gradescope --lab NAME [--out ZIP]   Gradescope autograder zip
     llm-course serve [--model M] [--port P]  OpenAI-compatible server on the course engine
     llm-course bench [--base-url URL]        load-test a server
-    llm-course model-card MODEL --out PATH   a Hugging Face model card, pre-filled with what the course measured
+    llm-course model-card [--model M] [--out PATH]   a Hugging Face model card, pre-filled from the course
     llm-course claims [--write PATH]         the article's claims beside the course's measurements
 
 A failure prints one line saying what went wrong and what to do; ``--debug`` (or

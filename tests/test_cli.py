@@ -110,3 +110,18 @@ def test_an_unexpected_failure_is_one_line_that_asks_for_debug(capsys, monkeypat
     monkeypatch.setattr("course_utils.cli._cmd_doctor", broken)
     assert main(["doctor"]) == 1
     assert "KeyError" in _one_line_error(capsys)
+
+
+def test_claims_prints_or_writes_the_ledger_page(capsys, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    assert main(["claims"]) == 0
+    assert capsys.readouterr().out.startswith("# The article's claims, checked")
+    assert main(["claims", "--write", str(tmp_path / "claims.md")]) == 0
+    assert (tmp_path / "claims.md").read_text() == (root / "docs" / "claims.md").read_text()
+    monkeypatch.chdir(tmp_path)  # not a course folder: one line saying so
+    assert main(["claims"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "course folder" in err[0]
