@@ -88,3 +88,24 @@ def test_greedy_agreement_counts_the_positions_where_the_argmaxes_match(target, 
     assert greedy_agreement(target, [Contrary(), target], tokens, start=3) == [0.0, 1.0]
     with pytest.raises(ValueError, match="start"):
         greedy_agreement(target, [target], tokens, start=len(tokens))
+
+
+def test_prompt_lookup_gives_transformers_own_prompt_lookup_tokens(target, smollm2):
+    """transformers' prompt lookup decoding (``generate(prompt_lookup_num_tokens=4)``) and ours emit the
+    same greedy tokens as plain decoding, and both need fewer target passes than tokens."""
+    hf, tokenizer = smollm2
+    prompt = tokenizer("def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef mul(a, b):",
+                       add_special_tokens=False)["input_ids"]
+    passes = []
+    hook = hf.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                              max_new_tokens=24, min_new_tokens=24, do_sample=False, prompt_lookup_num_tokens=4)
+    finally:
+        hook.remove()
+    theirs = out[0, len(prompt):].tolist()
+    ours, stats = speculative_generate(target, prompt, 24, gamma=4)
+    plain = target.generate_greedy(torch.tensor([prompt]), 24)[0, len(prompt):].tolist()
+    assert theirs == ours == plain
+    assert len(passes) < 24 and stats.target_passes + 1 < 24  # each counts the prompt's pass too
