@@ -37,6 +37,7 @@ Writes ``benchmarks/results/gpu.json`` on CUDA, ``benchmarks/results/gpu_check_c
 from __future__ import annotations
 
 import argparse
+import copy
 import random
 import statistics
 import sys
@@ -150,7 +151,7 @@ def check_logits(hf, ids: torch.Tensor, keep_dtype: torch.dtype) -> tuple[dict, 
     with torch.device(hf.device):  # built where it will run: an 8B model is not first made in CPU memory
         course = Llama.from_hf(hf)
     fp32_diff = (course(ids).float() - reference).abs().max().item()
-    hf16, course16 = (hf, course) if keep_dtype == torch.bfloat16 else (_copy(hf), _copy(course))
+    hf16, course16 = (hf, course) if keep_dtype == torch.bfloat16 else (copy.deepcopy(hf), copy.deepcopy(course))
     hf16.to(torch.bfloat16)
     course16.to(torch.bfloat16)
     hf_logits, course_logits = hf16(ids).logits.float(), course16(ids).float()
@@ -166,12 +167,6 @@ def check_logits(hf, ids: torch.Tensor, keep_dtype: torch.dtype) -> tuple[dict, 
     }
     report["passed"] = report["fp32"]["passed"] and report["bf16"]["passed"]
     return report, course
-
-
-def _copy(model):
-    import copy
-
-    return copy.deepcopy(model)
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from course_utils.stats import bootstrap_percentiles
 __all__ = [
     "HUMANEVAL_STOPS", "Ratings", "bradley_terry", "choice_from_text", "distinct_n", "exact_match", "humaneval_passes",
     "humaneval_problems", "late_window_perplexity", "mmlu_prompt", "option_logprobs", "option_logprobs_batch",
-    "pass_at_k", "perplexity", "sequence_nlls", "truncate_completion",
+    "pass_at_k", "perplexity", "perplexity_of", "sequence_nlls", "truncate_completion",
 ]
 
 
@@ -60,10 +60,14 @@ def sequence_nlls(model, sequences: Sequence[torch.Tensor], batch_size: int = 4)
     return out
 
 
+def perplexity_of(nlls: Sequence[tuple[float, int]]) -> float:
+    """exp(mean negative log-likelihood per token) from :func:`sequence_nlls`' (sum, count) pairs."""
+    return math.exp(sum(total for total, _ in nlls) / sum(count for _, count in nlls))
+
+
 def perplexity(model, sequences: Sequence[torch.Tensor], batch_size: int = 4) -> float:
     """exp(mean negative log-likelihood) over every predicted token of ``sequences`` (see :func:`sequence_nlls`)."""
-    nlls = sequence_nlls(model, sequences, batch_size)
-    return math.exp(sum(total for total, _ in nlls) / sum(count for _, count in nlls))
+    return perplexity_of(sequence_nlls(model, sequences, batch_size))
 
 
 @torch.no_grad()

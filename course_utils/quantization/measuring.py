@@ -15,7 +15,6 @@ have the same columns and mean the same thing:
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Iterable, Sequence
 
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course_utils.evaluation import sequence_nlls
+from course_utils.evaluation import perplexity_of, sequence_nlls
 from course_utils.quantization.model import linear_bits_per_weight, model_bytes, quantize_model
 from course_utils.quantization.schemes import SCHEMES, get_scheme
 
@@ -35,8 +34,7 @@ BASELINE = "float (as loaded)"
 def _quality(model: nn.Module, texts: Sequence[torch.Tensor]) -> tuple[float, list[float]]:
     """(perplexity over all of ``texts``, each text's mean negative log-likelihood per token)."""
     nlls = sequence_nlls(model, texts)
-    ppl = math.exp(sum(total for total, _ in nlls) / sum(count for _, count in nlls))
-    return ppl, [total / count for total, count in nlls]
+    return perplexity_of(nlls), [total / count for total, count in nlls]
 
 
 def _row(scheme: str, model: nn.Module, quality: tuple[float, list[float]], base_ppl: float, bits: float,
