@@ -7,7 +7,7 @@ on Q4_1's grid); the other formats add their own error on top of Q4_1's.
 
 * held-out text: the 10 passages of ``course_utils/data/passages.jsonl`` (written for the course,
   about 2,700 tokens), each scored as its own sequence;
-* calibration for GPTQ: the course's other task texts (arithmetic problems, reviews, quiz
+* calibration for GPTQ and AWQ: the course's other task texts (arithmetic problems, reviews, quiz
   questions), joined into sequences of 512 tokens: disjoint from the held-out text;
 * the output head (tied to the embeddings) stays in float32 for every scheme, as GPTQ does;
   "linear bits per weight" counts the quantized layers' stored bytes, "model MB" everything.
@@ -15,6 +15,8 @@ on Q4_1's grid); the other formats add their own error on top of Q4_1's.
 Checks, as in the issue: GPTQ 4-bit raises perplexity less than round-to-nearest 4-bit with the
 same groups of 128; Q8_0 raises it by less than 0.5%. Quantization time per scheme is recorded, and
 GPTQ is run a second time on 4 of the calibration sequences, as notebook 05 does in QUICK mode.
+GPTQ and AWQ are each compared with round-to-nearest passage by passage (``against_rtn``: the mean
+difference of log-perplexity with a 95% paired bootstrap interval; negative is better).
 Writes benchmarks/results/quantization.json.
 """
 
@@ -35,6 +37,7 @@ def main() -> None:
     from course_utils.models import load_model
     from course_utils.quantization.measuring import measure_scheme, measure_schemes
     from course_utils.quantization.texts import calibration_batch, held_out_passages
+    from course_utils.stats import paired_difference
 
     hf_model, tokenizer = load_model(DEFAULT_MODEL, device="cpu")
     base = Llama.from_hf(hf_model).eval()
@@ -46,6 +49,13 @@ def main() -> None:
                                       calibration[:QUICK_SEQUENCES])
 
     by = {r["scheme"]: r for r in rows}
+    against_rtn = {}
+    for scheme in ("gptq4-g128", "awq4-g128"):
+        ours, rtn = by[scheme]["passage_nll"], by["rtn4-g128"]["passage_nll"]
+        diff = paired_difference(ours, rtn, seed=0)
+        against_rtn[scheme] = {"mean_log_perplexity_difference": diff.value, "ci95": [diff.low, diff.high],
+                               "passages_lower": sum(a < b for a, b in zip(ours, rtn, strict=True)),
+                               "passages": len(rtn)}
     checks = {
         "gptq_beats_rtn_at_4_bits_groups_of_128": by["gptq4-g128"]["perplexity"] < by["rtn4-g128"]["perplexity"],
         "q8_0_increase_below_0.5%": by["q8_0"]["increase"] < Q8_0_LIMIT,
@@ -59,6 +69,7 @@ def main() -> None:
                      "sequences": calibration.shape[0], "tokens_each": calibration.shape[1]},
         schemes=rows,
         gptq_with_less_calibration={"sequences": QUICK_SEQUENCES, **less_calibration},
+        against_rtn=against_rtn,
         checks=checks,
         meets_target=all(checks.values()),
     )

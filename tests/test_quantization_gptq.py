@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from course_utils.quantization.gptq import HessianAccumulator, gptq_quantize, rtn_quantize
+from course_utils.quantization.gptq import HessianAccumulator, gptq_quantize, rtn_quantize, rtn_round_trip
 from course_utils.tasks import load_task
 
 
@@ -26,6 +26,14 @@ def _synthetic(seed: int = 0):
     acc = HessianAccumulator(64)
     acc.add(x)
     return torch.randn(48, 64) * 0.05, acc.hessian, x
+
+
+@pytest.mark.parametrize("shape", [(48, 576), (16, 1536), (8, 100)], ids=str)
+@pytest.mark.parametrize("group_size", [128, 32, None])
+def test_the_round_trip_without_codes_equals_round_to_nearest_decoded(shape, group_size):
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape))) * 0.05
+    w[0, -1] = 1.0  # an outlier in the last (shorter) group
+    assert torch.equal(rtn_round_trip(w, 4, group_size), rtn_quantize(w, 4, group_size).dequantize())
 
 
 def test_lazy_block_updates_give_the_same_codes_as_one_column_at_a_time():

@@ -32,7 +32,7 @@ def test_every_linear_but_the_head_is_replaced_and_the_logits_stay_close(scheme)
     with torch.no_grad():
         reference = model(ids)
         float_bytes = model_bytes(model)
-        quantize_model(model, scheme, calibration=_ids() if scheme.startswith("gptq") else None)
+        quantize_model(model, scheme, calibration=_ids() if SCHEMES[scheme].needs_calibration else None)
         logits = model(ids)
     linears = [m for m in model.modules() if isinstance(m, (nn.Linear, QuantizedLinear))]
     assert sum(isinstance(m, QuantizedLinear) for m in linears) == 7 * CONFIG.n_layers
@@ -50,7 +50,7 @@ def test_gguf_layers_store_exactly_their_block_bytes(scheme):
     assert not any(p.numel() for p in quantized.parameters())  # no float copy of the weight hides anywhere
 
 
-@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s not in ("llm.int8", "gptq4-g128")])
+@pytest.mark.parametrize("scheme", [s for s in SCHEMES if s != "llm.int8" and not SCHEMES[s].needs_calibration])
 def test_the_forward_pass_computes_with_the_stored_weight_and_dequantize_model_gives_it_back(scheme):
     model = _model(2)
     ids = _ids()
@@ -79,10 +79,11 @@ def test_llm_int8_layers_multiply_in_int8():
 def test_wrong_use_is_refused_with_a_reason():
     with pytest.raises(ValueError, match="unknown scheme"):
         quantize_model(_model(), "q3_k")
-    with pytest.raises(ValueError, match="calibration token ids"):
-        quantize_model(_model(), "gptq4-g128")
-    with pytest.raises(TypeError, match="course Llama"):
-        quantize_model(nn.Sequential(nn.Linear(8, 8)), "gptq4-g128", calibration=_ids())
+    for scheme in ("gptq4-g128", "awq4-g128"):
+        with pytest.raises(ValueError, match=f"{scheme} needs calibration token ids"):
+            quantize_model(_model(), scheme)
+        with pytest.raises(TypeError, match="course Llama"):
+            quantize_model(nn.Sequential(nn.Linear(8, 8)), scheme, calibration=_ids())
 
 
 @pytest.mark.parametrize("scheme", ["nf4", "q4_0"])

@@ -31,18 +31,30 @@ def test_round_trip_equals_the_formats_own_functions(name):
     assert not torch.equal(rebuilt, WEIGHT)  # it really rounded
 
 
-def test_every_scheme_but_gptq_stores_without_calibration():
-    assert [name for name, s in SCHEMES.items() if s.needs_calibration] == ["gptq4-g128"]
-    assert [name for name, s in SCHEMES.items() if s.int8_compute] == ["llm.int8"]
-    with pytest.raises(ValueError, match="needs calibration inputs: use quantize_model"):
-        get_scheme("gptq4-g128").round_trip(WEIGHT)
+def test_only_gptq_and_awq_need_calibration_and_only_llm_int8_has_its_own_matmul():
+    assert [name for name, s in SCHEMES.items() if s.needs_calibration] == ["gptq4-g128", "awq4-g128"]
+    assert [name for name, s in SCHEMES.items() if s.matmul is not None] == ["llm.int8"]
+    for name in ("gptq4-g128", "awq4-g128"):
+        with pytest.raises(ValueError, match="needs calibration inputs: use quantize_model"):
+            get_scheme(name).round_trip(WEIGHT)
+
+
+@pytest.mark.parametrize("name", sorted(DIRECT))
+@pytest.mark.parametrize("shape", [(256, 256), (64, 1024)])
+def test_the_registered_bits_per_weight_are_what_a_layer_stores(name, shape):
+    from torch import nn
+
+    from course_utils.quantization.model import QuantizedLinear
+
+    layer = QuantizedLinear.from_linear(nn.Linear(shape[1], shape[0], bias=False), name)
+    assert 8 * layer.nbytes / (shape[0] * shape[1]) == pytest.approx(get_scheme(name).bits(*shape), abs=1e-9)
 
 
 def test_unknown_names_list_the_registered_ones_and_names_are_registered_once():
     with pytest.raises(ValueError, match="unknown scheme 'q3_k'; choose from q8_0, q4_0"):
         get_scheme("q3_k")
     with pytest.raises(ValueError, match="already registered"):
-        register_scheme(Scheme("q8_0", "again", load=lambda t, shape: t["w"]))
+        register_scheme(Scheme("q8_0", "again", load=lambda t, shape: t["w"], bits=lambda out, inp: 8))
 
 
 def test_a_registered_scheme_is_usable_by_quantize_model(monkeypatch):
@@ -50,7 +62,8 @@ def test_a_registered_scheme_is_usable_by_quantize_model(monkeypatch):
 
     from course_utils.quantization.model import QuantizedLinear
 
-    half = Scheme("fp16", "float16 weights", load=lambda t, shape: t["w"].float(), store=lambda w: {"w": w.half()})
+    half = Scheme("fp16", "float16 weights", load=lambda t, shape: t["w"].float(), bits=lambda out, inp: 16,
+                  store=lambda w: {"w": w.half()})
     monkeypatch.setitem(SCHEMES, "fp16", half)
     layer = nn.Linear(256, 64, bias=False)
     layer.weight.data = WEIGHT.clone()

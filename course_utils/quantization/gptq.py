@@ -29,7 +29,7 @@ import torch
 
 from course_utils.quantization.integer import asymmetric_params, round_asymmetric
 
-__all__ = ["GPTQResult", "HessianAccumulator", "gptq_quantize", "rtn_quantize"]
+__all__ = ["GPTQResult", "HessianAccumulator", "gptq_quantize", "rtn_quantize", "rtn_round_trip"]
 
 
 class HessianAccumulator:
@@ -94,6 +94,24 @@ def rtn_quantize(weight: torch.Tensor, bits: int = 4, group_size: int | None = 1
     group_index = torch.arange(w.shape[1], device=w.device) // size
     q = round_asymmetric(w, scale[:, group_index], zero[:, group_index], bits)
     return GPTQResult(q, scale, zero, group_index, bits)
+
+
+def rtn_round_trip(weight: torch.Tensor, bits: int = 4, group_size: int = 128) -> torch.Tensor:
+    """``rtn_quantize(weight, bits, group_size).dequantize()`` without storing codes: (out, in) float32.
+
+    Several times faster (no per-column gathers of scales), for searches that round a weight many
+    times over (AWQ). The last, shorter group is padded with copies of one of its own columns,
+    which change neither its minimum nor its maximum.
+    """
+    w = weight.detach().float()
+    out_features, in_features = w.shape
+    size = _group_size(in_features, group_size)
+    if pad := -in_features % size:
+        w = torch.cat([w, w[:, -1:].expand(out_features, pad)], 1)
+    groups = w.reshape(out_features, -1, size)
+    scale, zero = asymmetric_params(groups.amin(2, keepdim=True), groups.amax(2, keepdim=True), bits)
+    codes = round_asymmetric(groups, scale, zero, bits, dtype=torch.float32)
+    return ((codes - zero) * scale).reshape(out_features, -1)[:, :in_features]
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group_size: int | None = 128,

@@ -3,11 +3,13 @@
 :func:`quantize_model` replaces each ``nn.Linear`` (except the output head) with a
 :class:`QuantizedLinear` that keeps only the packed data as buffers (so ``model_bytes`` measures
 the memory, it does not assume it) and computes with it: its forward pass dequantizes the
-weight, except ``llm.int8``, which multiplies in int8 with outlier decomposition. These are
+weight, unless its scheme has its own ``matmul`` (``llm.int8`` multiplies in int8 with outlier
+decomposition). These are
 reference implementations for measuring quality and memory, not fast kernels: on a GPU, use a
 library's fused kernels (bitsandbytes, llama.cpp, GPTQ/Marlin kernels in vLLM).
 
-The schemes and their bits per weight are listed in :mod:`~course_utils.quantization.schemes`.
+The schemes and their bits per weight are listed in :mod:`~course_utils.quantization.schemes`;
+the calibrated ones (GPTQ, AWQ) in :mod:`~course_utils.quantization.calibrated`.
 """
 
 from __future__ import annotations
@@ -16,16 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.quantization.gptq import GPTQResult, HessianAccumulator, gptq_quantize
-from course_utils.quantization.llm_int8 import int8_matmul
-from course_utils.quantization.schemes import GROUP, SCHEMES, get_scheme, grouped_tensors
+from course_utils.quantization.schemes import SCHEMES, Tensors, get_scheme
 
-__all__ = ["QuantizedLinear", "dequantize_model", "linear_bits_per_weight", "model_bytes", "quantize_model"]
-
-# GPTQ's dampening, as a share of the Hessian's mean diagonal. The paper's 1% assumes 128 x 2048
-# calibration tokens; with the few thousand the course uses, 10% keeps GPTQ from fitting the
-# calibration text instead of the layer (notebook 05 measures both on held-out text).
-GPTQ_DAMP = 0.1
+__all__ = ["QuantizedLinear", "dequantize_model", "linear_bits_per_weight", "linear_layers", "model_bytes",
+           "quantize_model"]
 
 
 class _DequantizedMatmul(torch.autograd.Function):
@@ -59,9 +55,13 @@ class QuantizedLinear(nn.Module):
         self._names = tuple(tensors)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, scheme: str, result: GPTQResult | None = None) -> QuantizedLinear:
-        """Quantize ``linear`` (or store an already computed GPTQ ``result``)."""
-        tensors = grouped_tensors(result) if result is not None else get_scheme(scheme).quantize(linear.weight.detach())
+    def from_linear(cls, linear: nn.Linear, scheme: str) -> QuantizedLinear:
+        """Quantize ``linear`` with ``scheme``'s ``store``."""
+        return cls.from_tensors(linear, scheme, get_scheme(scheme).quantize(linear.weight.detach()))
+
+    @classmethod
+    def from_tensors(cls, linear: nn.Linear, scheme: str, tensors: Tensors) -> QuantizedLinear:
+        """The layer that replaces ``linear`` (its shape and bias) with already quantized ``tensors``."""
         return cls(scheme, linear.in_features, linear.out_features, tensors, linear.bias)
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -86,8 +86,8 @@ class QuantizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) -> (..., out)."""
-        if SCHEMES[self.scheme].int8_compute:
-            out = int8_matmul(x, self.q, self.scale)
+        if (matmul := SCHEMES[self.scheme].matmul) is not None:
+            out = matmul(x, self._tensors())
             return out if self.bias is None else out + self.bias
         if torch.is_grad_enabled() and x.requires_grad:  # training through this layer (QLoRA)
             out = _DequantizedMatmul.apply(x, self)
@@ -98,7 +98,7 @@ class QuantizedLinear(nn.Module):
         return f"{self.scheme}, in_features={self.in_features}, out_features={self.out_features}"
 
 
-def _linear_layers(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[nn.Module, str, nn.Linear]]:
+def linear_layers(model: nn.Module, skip: tuple[str, ...]) -> list[tuple[nn.Module, str, nn.Linear]]:
     """(parent, attribute name, layer) for every nn.Linear whose name does not end with one of ``skip``."""
     found = []
     for name, module in model.named_modules():
@@ -115,62 +115,16 @@ def quantize_model(model: nn.Module, scheme: str, calibration: torch.Tensor | No
     """Replace the linear layers of ``model`` in place with :class:`QuantizedLinear`; returns it.
 
     The output head (``lm_head``, often tied to the embeddings) stays in float, as in GPTQ and
-    llama.cpp's usual mixes. ``gptq4-g128`` needs ``calibration`` token ids (batch, length) and a
-    course :class:`~course_utils.architecture.transformer.Llama`.
+    llama.cpp's usual mixes. The calibrated schemes (``gptq4-g128``, ``awq4-g128``) need
+    ``calibration`` token ids (batch, length) and a course
+    :class:`~course_utils.architecture.transformer.Llama`.
     """
-    if get_scheme(scheme).needs_calibration:  # GPTQ: calibrated on the activations of the model itself
-        return _gptq_model(model, calibration, skip)
-    for parent, name, linear in _linear_layers(model, skip):
+    chosen = get_scheme(scheme)
+    if chosen.calibrate is not None:  # calibrated on the activations of the model itself
+        chosen.calibrate(model, calibration, skip)
+        return model
+    for parent, name, linear in linear_layers(model, skip):
         setattr(parent, name, QuantizedLinear.from_linear(linear, scheme))
-    return model
-
-
-def _recording(inputs: dict[int, torch.Tensor]):
-    """A forward hook that keeps the tensor a layer read in ``inputs``, under the layer's id."""
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-        inputs[id(module)] = args[0]
-    return hook
-
-
-def _gptq_model(model: nn.Module, calibration: torch.Tensor | None, skip: tuple[str, ...]) -> nn.Module:
-    """GPTQ block by block: each block is calibrated on the outputs of the blocks already quantized.
-
-    Layers that read the same tensor (q, k and v; gate and up) share its Hessian, so their weights
-    are quantized stacked, in one pass: GPTQ treats output rows independently, so this gives what
-    quantizing them one by one would, with one matrix inverse instead of three.
-    """
-    from course_utils.architecture.rope import rope_cos_sin
-    from course_utils.architecture.transformer import Llama
-
-    if not isinstance(model, Llama):
-        raise TypeError("gptq4-g128 quantizes a course Llama: pass "
-                        "course_utils.architecture.transformer.Llama.from_hf(model)")
-    if calibration is None or calibration.dim() != 2:
-        raise ValueError("gptq4-g128 needs calibration token ids of shape (batch, length)")
-    positions = torch.arange(calibration.shape[1], device=calibration.device)
-    cos, sin = rope_cos_sin(positions, model.inv_freq, model.attention_factor)
-    hidden = model.embed_tokens(calibration)
-    for index, block in enumerate(model.layers):
-        layers, inputs = _linear_layers(block, skip), {}
-        hooks = [linear.register_forward_hook(_recording(inputs)) for _, _, linear in layers]
-        try:
-            block(hidden, cos, sin, index, None)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        readers: dict[int, list[tuple[nn.Module, str, nn.Linear]]] = {}
-        for parent, name, linear in layers:
-            readers.setdefault(id(inputs[id(linear)]), []).append((parent, name, linear))
-        for group in readers.values():
-            accumulator = HessianAccumulator(group[0][2].in_features)
-            accumulator.add(inputs[id(group[0][2])])
-            stacked = torch.cat([linear.weight for _, _, linear in group])
-            result = gptq_quantize(stacked, accumulator.hessian, 4, GROUP, damp=GPTQ_DAMP)
-            parts = result.split([linear.out_features for _, _, linear in group])
-            for (parent, name, linear), rows in zip(group, parts, strict=True):
-                setattr(parent, name, QuantizedLinear.from_linear(linear, "gptq4-g128", rows))
-        inputs.clear()
-        hidden = block(hidden, cos, sin, index, None)  # what the next block sees: quantized outputs
     return model
 
 
