@@ -287,6 +287,36 @@ def test_speculative_decoding_in_the_engine_keeps_greedy_output_and_saves_steps(
     assert spec.speculation.emitted == spec.speculation.accepted + spec.speculation.target_passes
 
 
+def test_speculation_is_a_per_request_choice(smollm2):
+    """speculative_tokens turns prompt lookup on for one request in an engine that has it off, and off
+    for one request in an engine that has it on; greedy tokens are the same either way."""
+    tokenizer = smollm2[1]
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in REPETITIVE]
+
+    def run(engine_k: int, request_k: list[int | None]):
+        engine = _fresh_engine(smollm2, num_blocks=64, block_size=4, max_model_len=256, num_speculative_tokens=engine_k)
+        seqs = [engine.add_request(i, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, speculative_tokens=k))
+                for i, k in zip(ids, request_k, strict=True)]
+        steps = {}
+        while engine.has_unfinished:
+            for seq in engine.step():
+                if seq.is_finished:
+                    steps[seq.request_id] = engine.num_steps
+        assert engine.manager.num_free_blocks == 64
+        return [s.output_token_ids for s in seqs], [steps[s.request_id] for s in seqs], engine.speculation
+
+    plain_tokens, plain_steps, plain = run(0, [None, None])
+    opt_in_tokens, opt_in_steps, opt_in = run(0, [4, 0])  # only the first request drafts
+    opt_out_tokens, opt_out_steps, opt_out = run(4, [0, None])  # only the second request drafts
+    assert plain.proposed == 0 and opt_in.accepted > 0 and opt_out.accepted > 0
+    assert plain_tokens == opt_in_tokens == opt_out_tokens
+    assert opt_in_steps[0] < plain_steps[0] and opt_out_steps[1] < plain_steps[1]  # the drafting one finished sooner
+    assert opt_in_steps[1] == plain_steps[1] and opt_out_steps[0] == plain_steps[0] == 24  # the other: a token a step
+    for bad in (-1, 17, 2.5, True):
+        with pytest.raises(ValueError, match="speculative_tokens must be None or an integer in"):
+            SamplingParams(speculative_tokens=bad)
+
+
 def test_speculative_sampling_draws_from_the_targets_distribution():
     """On a tiny random model, the four sampled tokens after a repetitive prompt have the same joint
     distribution with and without drafts (chi-square test, 3,000 requests each); a wrong rule

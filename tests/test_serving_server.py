@@ -212,6 +212,8 @@ HOSTILE = [  # each used to crash the engine step (a 500 that also ended every r
     {"prompt": "Hi", "temperature": 1e-40}, {"prompt": "Hi", "temperature": 5e-324},
     {"prompt": "Hi", "top_p": 1e-300}, {"prompt": "Hi", "repetition_penalty": 1e-40},
     {"prompt": "Hi", "seed": 2**64},
+    {"prompt": "Hi", "speculative_tokens": -1}, {"prompt": "Hi", "speculative_tokens": 10**6},
+    {"prompt": "Hi", "speculative_tokens": 2.5}, {"prompt": "Hi, hi, hi, hi,", "speculative_tokens": 16},
 ]
 
 

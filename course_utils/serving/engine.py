@@ -117,7 +117,7 @@ class LLMEngine:
         seqs, num_decode = self.scheduler.schedule()
         if not seqs:
             return []
-        if self.config.num_speculative_tokens:
+        if self.config.num_speculative_tokens or any(s.params.speculative_tokens for s in seqs[:num_decode]):
             seqs, num_decode = self._propose_drafts(seqs, num_decode)
         ran, failed = self._forward_isolating(seqs, num_decode)
         self.num_steps += 1
@@ -214,13 +214,15 @@ class LLMEngine:
         return plain + drafted + seqs[num_decode:], len(plain)
 
     def _draft_room(self, seq: Sequence) -> int:
-        """How many drafts ``seq`` may check: all of them and a bonus token must fit its max_tokens and
-        the context. 0 with a penalty, whose distribution would change within the step."""
+        """How many drafts ``seq`` may check: as many as it asks for (``speculative_tokens``, else the
+        engine's ``num_speculative_tokens``), and all of them and a bonus token must fit its max_tokens
+        and the context. 0 with a penalty, whose distribution would change within the step."""
         p = seq.params
         if p.reads_history or p.structured_outputs is not None:
             return 0
+        wanted = self.config.num_speculative_tokens if p.speculative_tokens is None else p.speculative_tokens
         room = min(p.max_tokens - len(seq.output_token_ids), self.config.max_model_len - len(seq)) - 1
-        return max(0, min(self.config.num_speculative_tokens, room))
+        return max(0, min(wanted, room))
 
     def _accept_drafts(self, seq: Sequence, logits: torch.Tensor, now: float) -> None:
         """Keep the drafts the target agrees with (the exact rule of :func:`verify`) and the token after

@@ -17,11 +17,12 @@ import torch
 
 from course_utils.serving.structured import StructuredOutputs
 
-__all__ = ["NO_IDS", "SEED_RANGE", "SamplingParams", "apply_output_penalties", "apply_repetition_penalty", "min_p_mask",
-           "next_token_probs", "sample", "top_k_mask", "top_p_mask"]
+__all__ = ["MAX_SPECULATIVE_TOKENS", "NO_IDS", "SEED_RANGE", "SamplingParams", "apply_output_penalties",
+           "apply_repetition_penalty", "min_p_mask", "next_token_probs", "sample", "top_k_mask", "top_p_mask"]
 
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+MAX_SPECULATIVE_TOKENS = 16  # drafts a request may ask to check per step: each one reserves a KV slot
 
 
 def _integer(value: object) -> bool:
@@ -54,6 +55,8 @@ class SamplingParams:
     n: int = 1  # completions of the prompt to return (forks sharing its KV blocks)
     logprobs: int | None = None  # per output token: its log-probability and the top `logprobs` ones; None = off
     structured_outputs: StructuredOutputs | None = None  # a JSON schema, regex or choice the output must follow
+    # prompt-lookup drafts checked per step for this request: None = the engine's num_speculative_tokens, 0 = none
+    speculative_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -85,6 +88,10 @@ class SamplingParams:
             problems.append("stop must be a list of non-empty strings")
         if not isinstance(self.stop_token_ids, list) or not all(_integer(t) and t >= 0 for t in self.stop_token_ids):
             problems.append("stop_token_ids must be a list of non-negative integers")
+        if self.speculative_tokens is not None and not (
+                _integer(self.speculative_tokens) and 0 <= self.speculative_tokens <= MAX_SPECULATIVE_TOKENS):
+            problems.append(f"speculative_tokens must be None or an integer in [0, {MAX_SPECULATIVE_TOKENS}], "
+                            f"got {self.speculative_tokens!r}")
         if self.structured_outputs is not None and not isinstance(self.structured_outputs, StructuredOutputs):
             problems.append("structured_outputs must be a StructuredOutputs (json=, regex=, choice= or json_object=)")
         if problems:

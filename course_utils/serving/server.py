@@ -41,7 +41,7 @@ from course_utils.defaults import DEFAULT_MODEL
 from course_utils.serving.engine import LLMEngine
 from course_utils.serving.llm import CompletionOutput, RequestOutput, request_output
 from course_utils.serving.logprobs import Logprob, token_bytes_table
-from course_utils.serving.sampling import SamplingParams
+from course_utils.serving.sampling import MAX_SPECULATIVE_TOKENS, SamplingParams
 from course_utils.serving.sequence import Sequence, SequenceStatus
 from course_utils.serving.structured import StructuredOutputs
 from course_utils.serving.tools import (
@@ -192,6 +192,8 @@ class _Body(BaseModel):
     min_p: float = Field(default=0.0, ge=0, le=1)
     stop_token_ids: list[int] = Field(default_factory=list, max_length=MAX_STOP_STRINGS * 16)  # vLLM's extra
     ignore_eos: bool = False
+    # the course's extra: prompt-lookup drafts per step for this request (None: the engine's setting, 0: none)
+    speculative_tokens: int | None = Field(default=None, ge=0, le=MAX_SPECULATIVE_TOKENS)
     stream_options: dict[str, Any] | None = None
 
     def requested_logprobs(self) -> int | None:
@@ -363,7 +365,7 @@ def create_app(engine: AsyncEngine, model_name: str, body_timeout_s: float = BOD
                                   repetition_penalty=body.repetition_penalty,
                                   presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
                                   min_p=body.min_p, stop_token_ids=body.stop_token_ids, n=body.n, logprobs=logprobs,
-                                  structured_outputs=structured)
+                                  structured_outputs=structured, speculative_tokens=body.speculative_tokens)
         except ValueError as err:
             return _error(400, str(err))
 
