@@ -23,6 +23,7 @@ from course_utils.finetune import (
     save_adapter,
     trainable_parameter_count,
 )
+from course_utils.finetune.peft_methods import copy_course_lora
 from course_utils.quantization import QuantizedLinear
 
 TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
@@ -71,11 +72,7 @@ def test_outputs_equal_peft_lora_given_the_same_a_and_b(targets):
     randomise_b(ours)
     theirs = peft.get_peft_model(theirs, peft.LoraConfig(r=8, lora_alpha=16, target_modules=list(targets),
                                                          lora_dropout=0.0))
-    with torch.no_grad():
-        for name, tensor in lora_parameters(ours).items():
-            layer_name, part = name.rsplit(".", 1)
-            peft_layer = theirs.base_model.model.get_submodule(layer_name)
-            getattr(peft_layer, part)["default"].weight.copy_(tensor)
+    assert copy_course_lora(ours, theirs) == 2 * len(targets) * TINY["num_hidden_layers"]  # A and B, every target
     assert trainable_parameter_count(ours) == theirs.get_nb_trainable_parameters()[0]
     with torch.no_grad():
         difference = (ours(IDS).logits - theirs(IDS).logits).abs().max().item()

@@ -97,21 +97,29 @@ def _keeps_selected_logits(model) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
+def _virtual_tokens(model) -> int:
+    """How many learned embeddings a peft prompt-learning model puts before the inputs (0 for other models)."""
+    config = getattr(model, "active_peft_config", None)
+    return config.num_virtual_tokens if config is not None and config.is_prompt_learning else 0
+
+
 def labelled_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B,) each row's summed log-probability of its labelled tokens, each predicted from the tokens before it.
 
     Only positions that predict a labelled token need logits. Models of ``transformers`` compute
     just those (``logits_to_keep``): the output layer, 49,152 x 576 for SmolLM2, is then applied
-    to a quarter of the positions of a typical example instead of all of them.
+    to a quarter of the positions of a typical example instead of all of them. A prompt-tuned
+    peft model's outputs start with its virtual tokens; those positions are skipped.
     """
     device = next(model.parameters()).device
     targets = batch["labels"][:, 1:].to(device)  # the token at t+1 is predicted at t
     keep = torch.nonzero((targets != IGNORE).any(0)).flatten()  # positions some row needs
     inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+    at = keep + _virtual_tokens(model)
     if _keeps_selected_logits(model):
-        logits = model(**inputs, logits_to_keep=keep).logits  # (B, len(keep), V)
+        logits = model(**inputs, logits_to_keep=at).logits  # (B, len(keep), V)
     else:
-        logits = model(**inputs).logits[:, keep]
+        logits = model(**inputs).logits[:, at]
     targets = targets[:, keep]
     token_nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                 ignore_index=IGNORE, reduction="none")  # 0 where ignored
