@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from course_utils.serving import LLM, SamplingParams
+from course_utils.serving.config import EngineConfig
 
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village by the sea,", "def fibonacci(n):",
            "1, 2, 3, 4,", "Water boils at"]
@@ -287,6 +288,30 @@ def test_speculative_decoding_in_the_engine_keeps_greedy_output_and_saves_steps(
     assert spec.speculation.emitted == spec.speculation.accepted + spec.speculation.target_passes
 
 
+def test_a_draft_model_in_the_engine_keeps_greedy_output_and_its_cache_follows_the_accepted_tokens(smollm2):
+    """Drafts from the target's first 10 layers (self-speculation): the same greedy tokens as
+    transformers and as plain decoding, some drafts accepted, and every block and draft cache freed."""
+    model, tokenizer = smollm2
+    prompts = REPETITIVE + PROMPTS[:2]
+    params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+    engine = _fresh_engine(smollm2, num_blocks=64, block_size=4, max_model_len=256, num_speculative_tokens=3,
+                           speculative_draft_layers=10)
+    seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], params) for p in prompts]
+    while engine.has_unfinished:
+        engine.step()
+    for prompt, seq in zip(prompts, seqs, strict=True):
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            want = model.generate(ids, max_new_tokens=20, min_new_tokens=20, do_sample=False)[0, ids.shape[1]:]
+        assert seq.output_token_ids == want.tolist(), prompt
+    stats = engine.speculation
+    print(f"draft model: {stats.accepted}/{stats.proposed} drafts accepted, {stats.tokens_per_pass:.2f} per pass")
+    assert stats.accepted > 0 and stats.emitted == stats.accepted + stats.target_passes
+    assert engine.manager.num_free_blocks == 64 and not engine._model_drafts and not engine._draft_probs
+    with pytest.raises(ValueError, match="speculative_draft_layers must be >= 0"):
+        EngineConfig(speculative_draft_layers=-1)
+
+
 def test_speculation_is_a_per_request_choice(smollm2):
     """speculative_tokens turns prompt lookup on for one request in an engine that has it off, and off
     for one request in an engine that has it on; greedy tokens are the same either way."""
@@ -295,8 +320,9 @@ def test_speculation_is_a_per_request_choice(smollm2):
 
     def run(engine_k: int, request_k: list[int | None]):
         engine = _fresh_engine(smollm2, num_blocks=64, block_size=4, max_model_len=256, num_speculative_tokens=engine_k)
-        seqs = [engine.add_request(i, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, speculative_tokens=k))
-                for i, k in zip(ids, request_k, strict=True)]
+        greedy = [SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, speculative_tokens=k)
+                  for k in request_k]
+        seqs = [engine.add_request(i, params) for i, params in zip(ids, greedy, strict=True)]
         steps = {}
         while engine.has_unfinished:
             for seq in engine.step():
@@ -319,8 +345,9 @@ def test_speculation_is_a_per_request_choice(smollm2):
 
 def test_speculative_sampling_draws_from_the_targets_distribution():
     """On a tiny random model, the four sampled tokens after a repetitive prompt have the same joint
-    distribution with and without drafts (chi-square test, 3,000 requests each); a wrong rule
-    (every draft accepted) is caught by the same test."""
+    distribution with and without drafts, from prompt lookup and from a draft model (the target's
+    first layer), chi-square test, 3,000 requests each; a wrong rule (every draft accepted) is caught
+    by the same test."""
     from scipy.stats import chi2_contingency
 
     from course_utils.architecture.transformer import Llama, LlamaConfig
@@ -339,13 +366,15 @@ def test_speculative_sampling_draws_from_the_targets_distribution():
     greedy = [4, 0, 2, 4, 0, 4]  # this model's greedy continuation of [1]
     prompt = [1, *greedy, 1, *greedy[:2]]  # the lookup drafts what followed [1, 4, 0] before
 
-    def outcomes(k: int, n: int = 3000) -> list[tuple[int, ...]]:
+    def outcomes(k: int, draft_layers: int = 0, n: int = 3000) -> list[tuple[int, ...]]:
         engine = LLMEngine(model, Tokenizer(), EngineConfig(num_blocks=2400, block_size=4, max_model_len=32,
-                                                            max_num_seqs=256, num_speculative_tokens=k))
+                                                            max_num_seqs=256, num_speculative_tokens=k,
+                                                            speculative_draft_layers=draft_layers))
         seqs = [engine.add_request(prompt, SamplingParams(temperature=1.0, max_tokens=4, seed=i)) for i in range(n)]
         while engine.has_unfinished:
             engine.step()
         assert k == 0 or engine.speculation.accepted > engine.speculation.proposed / 5  # drafts were tested
+        assert not engine._model_drafts and not engine._draft_probs  # no draft state outlives its sequence
         return [tuple(s.output_token_ids) for s in seqs]
 
     reference = LLMEngine(model, Tokenizer(), EngineConfig(num_blocks=64, block_size=4, max_model_len=32))
@@ -360,10 +389,11 @@ def test_speculative_sampling_draws_from_the_targets_distribution():
         keep = [i for i in range(len(keys)) if table[0][i] + table[1][i] >= 5]  # chi-square needs counts
         return chi2_contingency([[row[i] for i in keep] for row in table]).pvalue
 
-    plain, speculative = outcomes(0), outcomes(2)
-    same = p_value(plain, speculative)
-    print(f"chi-square p, plain vs speculative: {same:.3f}")
-    assert same > 0.001
+    plain = outcomes(0)
+    for draft_layers in (0, 1):  # prompt lookup, then a draft model
+        same = p_value(plain, outcomes(2, draft_layers))
+        print(f"chi-square p, plain vs speculative with draft layers {draft_layers}: {same:.3f}")
+        assert same > 0.001
     from course_utils.serving import engine as engine_module
 
     real_verify = engine_module.verify
@@ -374,11 +404,12 @@ def test_speculative_sampling_draws_from_the_targets_distribution():
 
     engine_module.verify = accept_everything
     try:
-        wrong = outcomes(2)
+        wrong = [outcomes(2, draft_layers) for draft_layers in (0, 1)]
     finally:
         engine_module.verify = real_verify
-    print(f"chi-square p, plain vs every draft accepted: {p_value(plain, wrong):.2e}")
-    assert p_value(plain, wrong) < 0.001
+    for outcome in wrong:
+        print(f"chi-square p, plain vs every draft accepted: {p_value(plain, outcome):.2e}")
+        assert p_value(plain, outcome) < 0.001
 
 
 def test_a_reply_that_ends_on_end_of_text_keeps_its_whole_text(smollm2):

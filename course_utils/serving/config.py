@@ -18,7 +18,8 @@ class EngineConfig:
     max_model_len: int = 2048
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True  # split long prompts over steps so running requests keep decoding
-    num_speculative_tokens: int = 0  # prompt-lookup drafts checked per decode step (0: no speculative decoding)
+    num_speculative_tokens: int = 0  # drafts checked per decode step (0: no speculative decoding)
+    speculative_draft_layers: int = 0  # > 0: drafts from the target's first layers; 0: prompt lookup (or a draft_model)
 
     def __post_init__(self) -> None:
         if self.num_blocks * self.block_size < self.max_model_len:
@@ -27,6 +28,8 @@ class EngineConfig:
                              "finish")
         if self.num_speculative_tokens < 0:
             raise ValueError(f"num_speculative_tokens must be >= 0, got {self.num_speculative_tokens}")
+        if self.speculative_draft_layers < 0:
+            raise ValueError(f"speculative_draft_layers must be >= 0, got {self.speculative_draft_layers}")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least max_num_seqs "
                              f"({self.max_num_seqs}): a step of decodes alone may carry one token per sequence")

@@ -10,6 +10,12 @@ A request for ``n > 1`` completions is prefilled once: when its prompt is comput
 forks ``n - 1`` more that share its KV blocks (:meth:`BlockManager.fork`), and each draws its own
 tokens from there. With ``logprobs`` set, each output token carries its log-probability and those
 of the most likely alternatives (:mod:`~course_utils.serving.logprobs`).
+
+Speculative decoding (``num_speculative_tokens`` for every request, or a request's own
+``speculative_tokens``) drafts with prompt lookup, or with a draft model when the engine has one
+(``draft_model``, or ``speculative_draft_layers``: the target's own first layers). Each drafting
+sequence then keeps a :class:`~course_utils.serving.speculative.ModelDraft` with its own small KV
+cache, rolled back to the accepted tokens after every check.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.config import EngineConfig
 from course_utils.serving.logprobs import Logprob, token_logprobs
 from course_utils.serving.model_runner import ModelRunner
-from course_utils.serving.sampling import NO_IDS, SamplingParams, next_token_probs, sample
+from course_utils.serving.sampling import MAX_SPECULATIVE_TOKENS, NO_IDS, SamplingParams, next_token_probs, sample
 from course_utils.serving.scheduler import Scheduler
 from course_utils.serving.sequence import Sequence
-from course_utils.serving.speculative import SpeculativeStats, ngram_draft, verify
+from course_utils.serving.speculative import ModelDraft, SpeculativeStats, ngram_draft, truncated_draft, verify
 from course_utils.serving.structured import Matcher, MatcherFactory
 
 __all__ = ["EngineConfig", "LLMEngine"]
@@ -37,10 +43,18 @@ logger = logging.getLogger(__name__)
 
 
 class LLMEngine:
-    def __init__(self, model: Llama, tokenizer, config: EngineConfig | None = None):
+    def __init__(self, model: Llama, tokenizer, config: EngineConfig | None = None, draft_model: Llama | None = None):
+        """``draft_model``: a smaller model with the same vocabulary that proposes speculative drafts
+        (default: the target's first ``config.speculative_draft_layers`` layers, or prompt lookup if 0)."""
         self.model, self.tokenizer = model, tokenizer
         self.config = config or EngineConfig()
         c = self.config
+        if draft_model is None and c.speculative_draft_layers:
+            draft_model = truncated_draft(model, c.speculative_draft_layers)
+        if draft_model is not None and draft_model.config.vocab_size != model.config.vocab_size:
+            raise ValueError(f"the draft model's vocabulary ({draft_model.config.vocab_size}) must be the "
+                             f"target's ({model.config.vocab_size})")
+        self.draft_model = draft_model
         self.manager = BlockManager(c.num_blocks, c.block_size, c.enable_prefix_caching)
         self.scheduler = Scheduler(self.manager, c.max_num_seqs, c.max_num_batched_tokens, c.enable_chunked_prefill)
         self.runner = ModelRunner(model, c.num_blocks, c.block_size, c.max_num_seqs)
@@ -51,6 +65,8 @@ class LLMEngine:
         self.requests: dict[str, Sequence] = {}  # request id -> its first sequence (see Sequence.group)
         self._generators: dict[int, torch.Generator | None] = {}
         self._matchers: dict[int, Matcher] = {}  # seq id -> where it stands in its structured-output grammar
+        self._model_drafts: dict[int, ModelDraft] = {}  # seq id -> its draft model's cache (with a draft model)
+        self._draft_probs: dict[int, torch.Tensor] = {}  # seq id -> the draft distributions of this step's drafts
         self.served_by: str | None = None  # set while a server's thread owns the step loop
         self._grammars = MatcherFactory(tokenizer, model.config.vocab_size)
 
@@ -91,8 +107,7 @@ class LLMEngine:
         for seq in root.group if root is not None else []:
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
-            self._generators.pop(seq.seq_id, None)
-            self._matchers.pop(seq.seq_id, None)
+            self._forget(seq.seq_id)
 
     def abort_all(self, reason: str = "abort") -> list[Sequence]:
         """End every request in flight with ``reason``; returns them."""
@@ -100,8 +115,8 @@ class LLMEngine:
         for seq in ended:
             self.scheduler.finish(seq, reason)
         self.requests.clear()
-        self._generators.clear()
-        self._matchers.clear()
+        for state in (self._generators, self._matchers, self._model_drafts, self._draft_probs):
+            state.clear()
         return ended
 
     @property
@@ -201,17 +216,35 @@ class LLMEngine:
         return True
 
     def _propose_drafts(self, seqs: list[Sequence], num_decode: int) -> tuple[list[Sequence], int]:
-        """Prompt-lookup drafts for the decoding sequences that can take them (see :meth:`_draft_room`);
-        a drafted sequence checks 1 + its drafts tokens this step, so it moves behind the plain decodes."""
+        """Drafts for the decoding sequences that can take them (see :meth:`_draft_room`); a drafted
+        sequence checks 1 + its drafts tokens this step, so it moves behind the plain decodes."""
         plain, drafted = [], []
         for seq in seqs[:num_decode]:
-            drafts = ngram_draft(seq.token_ids, room) if (room := self._draft_room(seq)) else []
+            drafts = self._draft(seq, room) if (room := self._draft_room(seq)) else []
             if drafts and self.manager.reserve(seq, len(seq) + len(drafts)):
                 seq.draft_token_ids, seq.num_new_tokens = drafts, 1 + len(drafts)
                 drafted.append(seq)
             else:
+                if drafts and seq.seq_id in self._model_drafts:  # no room to check them: the draft forgets them
+                    self._model_drafts[seq.seq_id].accept([], 0, len(drafts))
+                self._draft_probs.pop(seq.seq_id, None)
                 plain.append(seq)
         return plain + drafted + seqs[num_decode:], len(plain)
+
+    def _draft(self, seq: Sequence, gamma: int) -> list[int]:
+        """Up to ``gamma`` drafts: prompt lookup, or the draft model's tokens (their distributions kept
+        for the acceptance rule). The draft model's cache first catches up with the sequence's tokens."""
+        if self.draft_model is None:
+            return ngram_draft(seq.token_ids, gamma)
+        draft = self._model_drafts.get(seq.seq_id)
+        if draft is None:
+            draft = self._model_drafts[seq.seq_id] = ModelDraft(self.draft_model)
+            draft.reset(seq.token_ids, self.config.max_model_len + MAX_SPECULATIVE_TOKENS + 1)
+        else:
+            draft.pending += seq.token_ids[draft.cache.length + len(draft.pending):]
+        temperature = 0.0 if seq.params.greedy else seq.params.temperature
+        tokens, self._draft_probs[seq.seq_id] = draft.propose(gamma, temperature, self._generators[seq.seq_id])
+        return tokens
 
     def _draft_room(self, seq: Sequence) -> int:
         """How many drafts ``seq`` may check: as many as it asks for (``speculative_tokens``, else the
@@ -230,7 +263,8 @@ class LLMEngine:
         drafts, seq.draft_token_ids = seq.draft_token_ids, []
         try:
             probs = torch.stack([next_token_probs(row, seq.params, NO_IDS) for row in logits])
-            emitted, accepted = verify(probs, drafts, None, self._generators[seq.seq_id], seq.params.greedy)
+            draft_probs = self._draft_probs.pop(seq.seq_id, None)  # None: prompt lookup's one-hot drafts
+            emitted, accepted = verify(probs, drafts, draft_probs, self._generators[seq.seq_id], seq.params.greedy)
         except Exception:
             logger.exception("checking the drafts failed for %s; ending it alone", seq.request_id)
             self._end(seq, "error")
@@ -240,6 +274,8 @@ class LLMEngine:
         self.speculation.accepted += accepted
         self.speculation.emitted += len(emitted)
         seq.num_computed_tokens += 1 + accepted  # the last token's and the accepted drafts' KV are right
+        if (draft := self._model_drafts.get(seq.seq_id)) is not None:
+            draft.accept(emitted, accepted, len(drafts))  # its cache rolls back to the accepted drafts
         if self._emit(seq, emitted, now, logits):
             self.manager.trim(seq)
 
@@ -301,10 +337,14 @@ class LLMEngine:
         matcher = self._matchers.get(seq.seq_id)
         return logits if matcher is None else logits.masked_fill(~matcher.allowed().to(logits.device), float("-inf"))
 
+    def _forget(self, seq_id: int) -> None:
+        """Drop what the engine keeps per sequence (generator, grammar, draft state)."""
+        for state in (self._generators, self._matchers, self._model_drafts, self._draft_probs):
+            state.pop(seq_id, None)
+
     def _end(self, seq: Sequence, reason: str) -> None:
         self.scheduler.finish(seq, reason)
-        self._generators.pop(seq.seq_id, None)
-        self._matchers.pop(seq.seq_id, None)
+        self._forget(seq.seq_id)
         if all(s.is_finished for s in seq.group):  # the request is done once all its completions are
             self.requests.pop(seq.request_id, None)
 
