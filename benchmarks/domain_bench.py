@@ -50,7 +50,7 @@ def main() -> None:
     torch.manual_seed(SEED)
     base, tokenizer = load_model(DEFAULT_MODEL, device="cpu")
     pad = tokenizer.pad_token_id
-    train_texts, held_out_texts = domain_texts()
+    train_texts, held_out_texts = domain_texts(held_out=False), domain_texts(held_out=True)
     train = packed_examples(tokenizer, train_texts, SEQ_LEN, STEPS * BATCH)
     domain = [e.input_ids for e in packed_examples(tokenizer, held_out_texts, SEQ_LEN, HELD_OUT_CHUNKS)]
     general = held_out_passages(tokenizer)

@@ -32,7 +32,7 @@ def test_docstrings_come_in_source_order_and_short_ones_are_skipped():
 
 
 def test_the_domain_split_is_by_file_and_both_sides_have_text():
-    train, held_out = domain_texts()
+    train, held_out = domain_texts(held_out=False), domain_texts(held_out=True)
     assert len(train) > 20 * len(held_out) > 0
     assert len(set(train) & set(held_out)) < 5  # different files; at most a few copied docstrings repeat
     assert all(len(t) >= MIN_DOCSTRING_CHARS for t in held_out)
