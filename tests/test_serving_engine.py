@@ -312,6 +312,33 @@ def test_a_draft_model_in_the_engine_keeps_greedy_output_and_its_cache_follows_t
         EngineConfig(speculative_draft_layers=-1)
 
 
+def test_a_draft_that_fails_costs_its_sequence_the_speedup_not_its_reply(smollm2, monkeypatch):
+    from course_utils.serving.speculative import ModelDraft
+
+    model, tokenizer = smollm2
+    real_propose = ModelDraft.propose
+
+    def breaks_on_a_long_context(self, gamma, temperature, generator):
+        if self.cache.length + len(self.pending) > 20:  # only the longer prompt's draft gets this far
+            raise RuntimeError("the draft model broke")
+        return real_propose(self, gamma, temperature, generator)
+
+    monkeypatch.setattr(ModelDraft, "propose", breaks_on_a_long_context)
+    engine = _fresh_engine(smollm2, num_blocks=64, block_size=4, max_model_len=256, num_speculative_tokens=3,
+                           speculative_draft_layers=10)
+    prompts = ["1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3,", "Hi"]
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], params) for p in prompts]
+    while engine.has_unfinished:
+        engine.step()
+    for prompt, seq in zip(prompts, seqs, strict=True):
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            want = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)[0, ids.shape[1]:]
+        assert seq.finish_reason == "length" and seq.output_token_ids == want.tolist(), prompt
+    assert engine.speculation.proposed > 0  # the short prompt kept drafting until it, too, grew past 20 tokens
+
+
 def test_speculation_is_a_per_request_choice(smollm2):
     """speculative_tokens turns prompt lookup on for one request in an engine that has it off, and off
     for one request in an engine that has it on; greedy tokens are the same either way."""

@@ -220,7 +220,12 @@ class LLMEngine:
         sequence checks 1 + its drafts tokens this step, so it moves behind the plain decodes."""
         plain, drafted = [], []
         for seq in seqs[:num_decode]:
-            drafts = self._draft(seq, room) if (room := self._draft_room(seq)) else []
+            try:
+                drafts = self._draft(seq, room) if (room := self._draft_room(seq)) else []
+            except Exception:  # a draft that fails costs its sequence the speedup, not its reply
+                logger.exception("drafting failed for %s; it decodes without drafts", seq.request_id)
+                self._model_drafts.pop(seq.seq_id, None)
+                drafts = []
             if drafts and self.manager.reserve(seq, len(seq) + len(drafts)):
                 seq.draft_token_ids, seq.num_new_tokens = drafts, 1 + len(drafts)
                 drafted.append(seq)
