@@ -115,7 +115,7 @@ class LLMEngine:
         for seq in ended:
             self.scheduler.finish(seq, reason)
         self.requests.clear()
-        for state in (self._generators, self._matchers, self._model_drafts, self._draft_probs):
+        for state in self._per_sequence_state():
             state.clear()
         return ended
 
@@ -342,9 +342,12 @@ class LLMEngine:
         matcher = self._matchers.get(seq.seq_id)
         return logits if matcher is None else logits.masked_fill(~matcher.allowed().to(logits.device), float("-inf"))
 
+    def _per_sequence_state(self) -> tuple[dict, ...]:
+        """What the engine keeps per sequence id: generator, grammar, draft cache, draft distributions."""
+        return self._generators, self._matchers, self._model_drafts, self._draft_probs
+
     def _forget(self, seq_id: int) -> None:
-        """Drop what the engine keeps per sequence (generator, grammar, draft state)."""
-        for state in (self._generators, self._matchers, self._model_drafts, self._draft_probs):
+        for state in self._per_sequence_state():
             state.pop(seq_id, None)
 
     def _end(self, seq: Sequence, reason: str) -> None:
