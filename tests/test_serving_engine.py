@@ -10,17 +10,18 @@ PROMPTS = ["The capital of France is", "Once upon a time, in a small village by 
            "1, 2, 3, 4,", "Water boils at"]
 
 
+def _transformers_greedy(smollm2, prompt: str, n: int) -> list[int]:
+    """transformers' greedy continuation of ``prompt``, exactly ``n`` tokens, end-of-text ignored."""
+    model, tokenizer = smollm2
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)[0, ids.shape[1]:].tolist()
+
+
 @pytest.fixture(scope="module")
 def reference(smollm2):
     """transformers' greedy continuation of each prompt, 20 tokens, end-of-text ignored."""
-    model, tokenizer = smollm2
-    out = {}
-    for prompt in PROMPTS:
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            full = model.generate(ids, max_new_tokens=20, min_new_tokens=20, do_sample=False)
-        out[prompt] = full[0, ids.shape[1]:].tolist()
-    return out
+    return {prompt: _transformers_greedy(smollm2, prompt, 20) for prompt in PROMPTS}
 
 
 GREEDY = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
@@ -239,11 +240,7 @@ def test_chunked_prefill_splits_long_prompts_and_keeps_the_output(smollm2, refer
             decoded_beside_a_chunk += sum(s is not late for s in changed)
     assert chunks >= 2 and chunks >= len(late.prompt_token_ids) // budget
     assert [s.output_token_ids for s in seqs] == [reference[p] for p in PROMPTS[:3]]
-    model, _ = smollm2
-    ids = tokenizer(long_prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    with torch.no_grad():
-        expected = model.generate(ids, max_new_tokens=20, min_new_tokens=20, do_sample=False)[0, ids.shape[1]:]
-    assert late.output_token_ids == expected.tolist()
+    assert late.output_token_ids == _transformers_greedy(smollm2, long_prompt, 20)
     assert decoded_beside_a_chunk >= chunks  # the running requests kept decoding while the long prompt was split
 
 
@@ -261,7 +258,7 @@ REPETITIVE = ["1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3,", "The cat sat on the mat. The c
 
 
 def test_speculative_decoding_in_the_engine_keeps_greedy_output_and_saves_steps(smollm2):
-    model, tokenizer = smollm2
+    tokenizer = smollm2[1]
     prompts = REPETITIVE + PROMPTS[:3]
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
     runs = {}
@@ -276,10 +273,7 @@ def test_speculative_decoding_in_the_engine_keeps_greedy_output_and_saves_steps(
         runs[k] = engine, [s.output_token_ids for s in seqs], [finished_at[s.request_id] for s in seqs]
         assert engine.manager.num_free_blocks == 64  # rejected drafts' blocks all came back
     for prompt, got in zip(prompts, runs[4][1], strict=True):
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            want = model.generate(ids, max_new_tokens=24, min_new_tokens=24, do_sample=False)[0, ids.shape[1]:]
-        assert got == want.tolist()
+        assert got == _transformers_greedy(smollm2, prompt, 24)
     assert runs[4][1] == runs[0][1]
     (spec, _, spec_steps), (_, _, plain_steps) = runs[4], runs[0]
     print(f"steps to finish each request: {plain_steps} -> {spec_steps}; {spec.speculation}")
@@ -291,7 +285,7 @@ def test_speculative_decoding_in_the_engine_keeps_greedy_output_and_saves_steps(
 def test_a_draft_model_in_the_engine_keeps_greedy_output_and_its_cache_follows_the_accepted_tokens(smollm2):
     """Drafts from the target's first 10 layers (self-speculation): the same greedy tokens as
     transformers and as plain decoding, some drafts accepted, and every block and draft cache freed."""
-    model, tokenizer = smollm2
+    tokenizer = smollm2[1]
     prompts = REPETITIVE + PROMPTS[:2]
     params = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
     engine = _fresh_engine(smollm2, num_blocks=64, block_size=4, max_model_len=256, num_speculative_tokens=3,
@@ -300,10 +294,7 @@ def test_a_draft_model_in_the_engine_keeps_greedy_output_and_its_cache_follows_t
     while engine.has_unfinished:
         engine.step()
     for prompt, seq in zip(prompts, seqs, strict=True):
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            want = model.generate(ids, max_new_tokens=20, min_new_tokens=20, do_sample=False)[0, ids.shape[1]:]
-        assert seq.output_token_ids == want.tolist(), prompt
+        assert seq.output_token_ids == _transformers_greedy(smollm2, prompt, 20), prompt
     stats = engine.speculation
     print(f"draft model: {stats.accepted}/{stats.proposed} drafts accepted, {stats.tokens_per_pass:.2f} per pass")
     assert stats.accepted > 0 and stats.emitted == stats.accepted + stats.target_passes
@@ -315,7 +306,7 @@ def test_a_draft_model_in_the_engine_keeps_greedy_output_and_its_cache_follows_t
 def test_a_draft_that_fails_costs_its_sequence_the_speedup_not_its_reply(smollm2, monkeypatch):
     from course_utils.serving.speculative import ModelDraft
 
-    model, tokenizer = smollm2
+    tokenizer = smollm2[1]
     real_propose = ModelDraft.propose
 
     def breaks_on_a_long_context(self, gamma, temperature, generator):
@@ -332,10 +323,8 @@ def test_a_draft_that_fails_costs_its_sequence_the_speedup_not_its_reply(smollm2
     while engine.has_unfinished:
         engine.step()
     for prompt, seq in zip(prompts, seqs, strict=True):
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            want = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)[0, ids.shape[1]:]
-        assert seq.finish_reason == "length" and seq.output_token_ids == want.tolist(), prompt
+        assert seq.finish_reason == "length", prompt
+        assert seq.output_token_ids == _transformers_greedy(smollm2, prompt, 12), prompt
     assert engine.speculation.proposed > 0  # the short prompt kept drafting until it, too, grew past 20 tokens
 
 
