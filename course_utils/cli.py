@@ -225,7 +225,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     serve(args.model, host=args.host, port=args.port, device=args.device, num_blocks=args.num_blocks,
           block_size=args.block_size, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
           max_num_batched_tokens=args.max_num_batched_tokens, enable_chunked_prefill=args.chunked_prefill,
-          num_speculative_tokens=args.num_speculative_tokens, speculative_draft_layers=args.speculative_draft_layers)
+          num_speculative_tokens=args.num_speculative_tokens, speculative_draft_layers=args.speculative_draft_layers,
+          decode_kernel=args.decode_kernel)
     return 0
 
 
@@ -361,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drafts checked per decode step (0: off; a request may ask for its own)")
     p.add_argument("--speculative-draft-layers", type=int, default=engine.speculative_draft_layers,
                    help="draft with the model's first N layers instead of prompt lookup (0: prompt lookup)")
+    p.add_argument("--decode-kernel", action=argparse.BooleanOptionalAction, default=engine.decode_kernel,
+                   help="decode attention reads the paged KV pool in place (a C kernel compiled on first use, CPU)")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("bench", help="load-test an OpenAI-compatible server (ours or vLLM's)",

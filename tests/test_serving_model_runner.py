@@ -6,6 +6,7 @@ import torch
 from course_utils.architecture.transformer import KVCache, Llama, LlamaConfig
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.model_runner import MAX_DECODE_GROUPS, ModelRunner, decode_groups
+from course_utils.serving.paged_kernel import load_kernel
 from course_utils.serving.sequence import Sequence
 
 
@@ -34,13 +35,15 @@ def test_decode_groups_sort_by_length_and_pad_only_to_their_own_longest():
     assert len(decode_groups(seqs, num_decode=1, block_size=4, device="cpu")) == 1
 
 
-def test_paged_decode_matches_a_contiguous_cache_for_sequences_of_different_lengths():
+@pytest.mark.parametrize("decode_kernel", [True, False], ids=["in-place", "gather"])
+def test_paged_decode_matches_a_contiguous_cache_for_sequences_of_different_lengths(decode_kernel):
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=50, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96)
     model = Llama(config)
     model.init_weights()
     manager = BlockManager(64, 4, enable_prefix_caching=False)
-    runner = ModelRunner(model, 64, 4, max_num_seqs=16)
+    runner = ModelRunner(model, 64, 4, max_num_seqs=16, decode_kernel=decode_kernel)
+    assert runner.cache.in_place == (decode_kernel and load_kernel() is not None)
     lengths = [3, 11, 6, 19, 1, 8, 14, 5, 9]
     seqs = _allocated(lengths, manager)
     runner.run(seqs, manager, num_decode=0)  # prefill every prompt
@@ -48,7 +51,7 @@ def test_paged_decode_matches_a_contiguous_cache_for_sequences_of_different_leng
         seq.num_computed_tokens, seq.num_new_tokens = len(seq), 1
         seq.output_token_ids.append(7)
         manager.append_slot(seq)
-    paged = runner.run(seqs, manager, num_decode=len(seqs))  # one decode step, several groups
+    paged = runner.run(seqs, manager, num_decode=len(seqs))  # one decode step (gather: several groups)
     for seq, logits in zip(seqs, paged, strict=True):
         logits = logits[-1]  # (1, V): no drafts
         cache = KVCache(config, 1, len(seq))
@@ -82,3 +85,11 @@ def test_the_step_profile_accounts_for_the_whole_step_and_finds_each_part():
     assert b.weights_ms > 0 and b.attention_ms > 0 and b.elementwise_ms > 0  # each part is found
     assert sum(b.shares().values()) == pytest.approx(1.0)
     assert b.as_dict()["shares"].keys() == {"weights", "attention", "elementwise", "other"}
+
+
+def test_a_runner_without_the_kernel_gathers_instead(monkeypatch):
+    import course_utils.serving.model_runner as model_runner
+
+    monkeypatch.setattr(model_runner, "load_kernel", lambda: None)  # as on a machine without a C compiler
+    model = Llama(LlamaConfig(vocab_size=50, dim=48, n_layers=1, n_heads=6, n_kv_heads=2, ffn_dim=96))
+    assert not ModelRunner(model, 16, 4, max_num_seqs=4).cache.in_place

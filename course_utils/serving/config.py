@@ -20,6 +20,7 @@ class EngineConfig:
     enable_chunked_prefill: bool = True  # split long prompts over steps so running requests keep decoding
     num_speculative_tokens: int = 0  # drafts checked per decode step (0: no speculative decoding)
     speculative_draft_layers: int = 0  # > 0: drafts from the target's first layers; 0: prompt lookup (or a draft_model)
+    decode_kernel: bool = True  # decode attention reads the paged pool in place (compiled kernel, CPU) where it builds
 
     def __post_init__(self) -> None:
         if self.num_blocks * self.block_size < self.max_model_len:

@@ -57,7 +57,7 @@ class LLMEngine:
         self.draft_model = draft_model
         self.manager = BlockManager(c.num_blocks, c.block_size, c.enable_prefix_caching)
         self.scheduler = Scheduler(self.manager, c.max_num_seqs, c.max_num_batched_tokens, c.enable_chunked_prefill)
-        self.runner = ModelRunner(model, c.num_blocks, c.block_size, c.max_num_seqs)
+        self.runner = ModelRunner(model, c.num_blocks, c.block_size, c.max_num_seqs, c.decode_kernel)
         self.num_steps = 0  # forward passes run so far
         self.speculation = SpeculativeStats()  # drafts proposed and accepted (num_speculative_tokens > 0)
         eos = tokenizer.eos_token_id

@@ -7,11 +7,14 @@ step for the whole batch; only attention needs to know which tokens belong toget
 :class:`PagedKVCache` answers that through the block tables:
 
 * the keys and values of the step's tokens are written to their slots in the pool;
-* each sequence attends over its own context, gathered block by block through its block table.
-  Decoding sequences attend in a few calls, each for a group of sequences of similar length
+* decoding sequences attend in one call of a compiled kernel that reads their keys and values in
+  place through the block tables (:mod:`~course_utils.serving.paged_kernel`; on the CPU, where a
+  C compiler is found). Without it, each sequence's blocks are gathered into a contiguous copy
+  and the sequences attend in a few calls, each for a group of sequences of similar length
   padded to the longest of its group and masked (one call for all would pad every short
-  sequence to the longest one, and attention's cost grows with the padded length); prefills go
-  sequence by sequence (causal within the new tokens, after any cached prefix).
+  sequence to the longest one, and attention's cost grows with the padded length);
+* prefills attend sequence by sequence over a gathered copy (causal within the new tokens, after
+  any cached prefix).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import torch.nn.functional as F
 
 from course_utils.architecture.transformer import Llama
 from course_utils.serving.block_manager import BlockManager
-from course_utils.serving.prepacked import can_prepack, prepacked_copy
+from course_utils.serving.fused_model import FusedLlama
+from course_utils.serving.paged_kernel import load_kernel, paged_decode_attention
+from course_utils.serving.prepacked import can_prepack
 from course_utils.serving.sequence import Sequence
 
 __all__ = ["DecodeGroup", "ModelRunner", "PagedKVCache", "StepBatch"]
@@ -74,7 +79,8 @@ class StepBatch:
     tokens, cached and new; ``logits_at`` (R,) indexes the tokens whose next-token logits are
     wanted: each sequence's last new token, and for a sequence checking speculative drafts also
     the tokens before it, one per draft (``num_logits[i]`` of them for sequence i). The first
-    ``num_decode`` sequences decode one token each, attending in ``groups``; the rest are prefills.
+    ``num_decode`` sequences decode one token each, attending in ``groups`` where the runner
+    gathers blocks (none where the kernel reads them in place); the rest are prefills.
     """
 
     ids: torch.Tensor
@@ -89,7 +95,8 @@ class StepBatch:
     groups: list[DecodeGroup]
 
     @classmethod
-    def build(cls, seqs: list[Sequence], manager: BlockManager, num_decode: int, device) -> StepBatch:
+    def build(cls, seqs: list[Sequence], manager: BlockManager, num_decode: int, device,
+              grouped: bool = True) -> StepBatch:
         ids, positions, slots, spans = [], [], [], []
         for seq in seqs:
             start = seq.num_computed_tokens
@@ -106,14 +113,20 @@ class StepBatch:
         ids, positions, slots, tables, lens, logits_at = (
             torch.tensor(x, dtype=torch.long, device=device)
             for x in (ids, positions, slots, tables, lens, logits_at))
-        groups = decode_groups(seqs, num_decode, manager.block_size, device)
+        groups = decode_groups(seqs, num_decode, manager.block_size, device) if grouped else []
         return cls(ids, positions, slots, spans, tables, lens, logits_at, num_logits, num_decode, groups)
 
 
 class PagedKVCache:
-    """The KV pool: k, v of shape (n_layers, num_blocks * block_size, n_kv_heads, head_dim)."""
+    """The KV pool: k, v of shape (n_layers, num_blocks * block_size, n_kv_heads, head_dim).
 
-    def __init__(self, model: Llama, num_blocks: int, block_size: int, dtype=None, device=None):
+    ``decode_kernel``: decode attention reads the pool in place through the compiled kernel
+    where it can (float32 on the CPU, the kernel built); otherwise, or with False, it gathers.
+    ``in_place`` says which; it may be switched off between steps (the benchmark alternates).
+    """
+
+    def __init__(self, model: Llama, num_blocks: int, block_size: int, dtype=None, device=None,
+                 decode_kernel: bool = True):
         c = model.config
         shape = (c.n_layers, num_blocks * block_size, c.n_kv_heads, c.head_dim)
         dtype = dtype or model.embed_tokens.weight.dtype
@@ -121,6 +134,9 @@ class PagedKVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.block_size = block_size
         self.batch: StepBatch | None = None
+        self.label_attention = False  # True while step_profile runs: the label costs microseconds per layer
+        self.in_place = (decode_kernel and self.k.device.type == "cpu" and dtype == torch.float32
+                         and load_kernel() is not None)
 
     @property
     def nbytes(self) -> int:
@@ -143,6 +159,8 @@ class PagedKVCache:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention) -> torch.Tensor:
         """q (1, H, N, hd), k and v (1, H_kv, N, hd) for the packed tokens -> (1, H, N, hd)."""
+        if not self.label_attention:
+            return self._attend(layer, q, k, v, attention)
         with torch.profiler.record_function(ATTENTION_SCOPE):  # step_profile sorts its time as attention
             return self._attend(layer, q, k, v, attention)
 
@@ -151,7 +169,12 @@ class PagedKVCache:
         self.k[layer].index_copy_(0, b.slots, k[0].transpose(0, 1))  # (N, H_kv, hd) into their slots
         self.v[layer].index_copy_(0, b.slots, v[0].transpose(0, 1))
         out, d = [], b.num_decode
-        if d:  # one query per decoding sequence, a group of sequences per call, padding masked
+        if d and self.in_place:  # one call for every decoding sequence, blocks read where they lie
+            queries = q[0, :, :d].transpose(0, 1)  # (d, H, hd)
+            y = paged_decode_attention(queries, self.k[layer], self.v[layer], b.block_tables[:d], b.context_lens[:d],
+                                       self.block_size)
+            out.append(y.transpose(0, 1)[None])  # (1, H, d, hd)
+        elif d:  # one query per decoding sequence, a group of sequences per call, padding masked
             # The H / H_kv query heads that share a key-value head become that head's H / H_kv
             # "query positions", so keys and values are never copied per query head.
             n_kv = k.shape[1]
@@ -175,21 +198,21 @@ class PagedKVCache:
 class ModelRunner:
     """Owns the model and the KV pool; turns a scheduled batch into next-token logits.
 
-    On the CPU the forward pass runs a copy of the model whose weight matrices are prepacked for
-    oneDNN (:mod:`~course_utils.serving.prepacked`), tuned for ``max_num_seqs`` rows.
+    On the CPU the forward pass is :class:`~course_utils.serving.fused_model.FusedLlama`: the
+    model's weights stacked and prepacked for oneDNN, tuned for ``max_num_seqs`` rows.
     """
 
-    def __init__(self, model: Llama, num_blocks: int, block_size: int, max_num_seqs: int):
+    def __init__(self, model: Llama, num_blocks: int, block_size: int, max_num_seqs: int, decode_kernel: bool = True):
         self.model = model
-        self.forward_model = prepacked_copy(model, max_num_seqs) if can_prepack(model) else model
+        self.forward_model = FusedLlama(model, max_num_seqs) if can_prepack(model) else model
         self.device = model.embed_tokens.weight.device
-        self.cache = PagedKVCache(model, num_blocks, block_size, device=self.device)
+        self.cache = PagedKVCache(model, num_blocks, block_size, device=self.device, decode_kernel=decode_kernel)
 
     @torch.inference_mode()
     def run(self, seqs: list[Sequence], manager: BlockManager, num_decode: int) -> list[torch.Tensor]:
         """Each of the S sequences' next-token logits, (1 + its number of drafts, V): at its last new
         token, preceded by those at the tokens before each draft (the first num_decode decode)."""
-        batch = StepBatch.build(seqs, manager, num_decode, self.device)
+        batch = StepBatch.build(seqs, manager, num_decode, self.device, grouped=not self.cache.in_place)
         self.cache.batch = batch
         try:
             logits = self.forward_model(batch.ids[None], self.cache, positions=batch.positions,

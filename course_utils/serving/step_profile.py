@@ -5,7 +5,8 @@ time (not counting the operators it calls) into four shares of the steps' wall t
 
 * **weights**: the linear layers' matrix multiplies (the projections, the MLP, the vocabulary head);
 * **attention**: everything inside :meth:`PagedKVCache.attend <course_utils.serving.model_runner.PagedKVCache.attend>`
-  (writing the new keys and values, gathering blocks, the attention kernels);
+  (writing the new keys and values, the compiled decode kernel or the gathers and SDPA calls, the
+  Python between them);
 * **elementwise**: every other operator (norms, rotary embedding, activations, residual adds,
   copies, sampling);
 * **other**: the wall time no operator accounts for (Python: scheduling, bookkeeping, the
@@ -58,26 +59,27 @@ def profile_steps(engine: LLMEngine, steps: int) -> StepBreakdown:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     ran, sequences = 0, 0
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter()
-        while ran < steps and engine.has_unfinished:
-            sequences += len(engine.scheduler.running)
-            engine.step()
-            ran += 1
-        wall = time.perf_counter() - start
+    cache = engine.runner.cache
+    cache.label_attention = True
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            while ran < steps and engine.has_unfinished:
+                sequences += len(engine.scheduler.running)
+                engine.step()
+                ran += 1
+            wall = time.perf_counter() - start
+    finally:
+        cache.label_attention = False
     if ran == 0:
         raise ValueError("the engine has no request to run: add some before profiling")
     weights = attention = everything = 0.0  # microseconds
-    attention_scopes = []
     for event in prof.events():
-        if event.name == ATTENTION_SCOPE:
-            attention_scopes.append(event)
-            continue
         everything += event.self_cpu_time_total
         if event.name in _WEIGHT_OPS:
             weights += event.self_cpu_time_total
-    for scope in attention_scopes:  # the scope's own time is Python; its operators' time is attention
-        attention += scope.cpu_time_total - scope.self_cpu_time_total
+        elif event.name == ATTENTION_SCOPE:  # its operators, the compiled kernel (no operator) and the Python between
+            attention += event.cpu_time_total
     elementwise = everything - weights - attention
     per_step_ms = 1e-3 / ran  # profiler times are in microseconds
     return StepBreakdown(ran, sequences / ran, wall * 1e3 / ran, weights * per_step_ms, attention * per_step_ms,
