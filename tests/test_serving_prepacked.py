@@ -44,8 +44,27 @@ def test_the_prepacked_copy_shares_everything_but_the_linear_layers_and_gives_th
     assert fast.embed_tokens is model.embed_tokens and fast.norm is model.norm
     assert fast.layers[1].input_layernorm is model.layers[1].input_layernorm
     up = fast.layers[0].mlp.up_proj
-    assert isinstance(up, PrepackedLinear) and up.source is model.layers[0].mlp.up_proj
+    assert isinstance(up, PrepackedLinear) and up.sources == (model.layers[0].mlp.up_proj,)
     assert type(model.layers[0].mlp.up_proj) is nn.Linear and type(model.lm_head) is nn.Linear  # original untouched
     ids = torch.randint(0, 64, (3, 10))
     with torch.inference_mode():
         assert _close(fast(ids), model(ids))
+
+
+def test_stacked_linear_layers_give_their_outputs_side_by_side_and_follow_each_weight():
+    torch.manual_seed(0)
+    layers = [nn.Linear(40, n, bias=False) for n in (24, 8, 8)]
+    packed, x = PrepackedLinear(layers, rows_hint=4), torch.randn(5, 40)
+    assert _close(packed(x), torch.cat([lin(x) for lin in layers], -1).detach())
+    with torch.no_grad():
+        layers[2].weight.add_(1.0)  # only the last one changes
+    assert _close(packed(x), torch.cat([lin(x) for lin in layers], -1).detach())
+
+
+def test_stacking_refuses_layers_that_do_not_fit_together():
+    with pytest.raises(ValueError, match="same in_features"):
+        PrepackedLinear([nn.Linear(4, 4), nn.Linear(5, 4)], rows_hint=4)
+    with pytest.raises(ValueError, match="bias"):
+        PrepackedLinear([nn.Linear(4, 4), nn.Linear(4, 4, bias=False)], rows_hint=4)
+    with pytest.raises(ValueError, match="one or more"):
+        PrepackedLinear([], rows_hint=4)

@@ -31,7 +31,7 @@ from course_utils.architecture.rope import (
 
 __all__ = ["KVCache", "Llama", "LlamaConfig"]
 
-_ATTENTION = {"sdpa": sdpa_attention, "naive": naive_attention, "tiled": tiled_attention}
+ATTENTION_FUNCTIONS = {"sdpa": sdpa_attention, "naive": naive_attention, "tiled": tiled_attention}
 
 
 @dataclass
@@ -53,8 +53,8 @@ class LlamaConfig:
         self.head_dim = self.head_dim or self.dim // self.n_heads
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
-        if self.attention not in _ATTENTION:
-            raise ValueError(f"attention must be one of {sorted(_ATTENTION)}, got {self.attention!r}")
+        if self.attention not in ATTENTION_FUNCTIONS:
+            raise ValueError(f"attention must be one of {sorted(ATTENTION_FUNCTIONS)}, got {self.attention!r}")
 
     @classmethod
     def from_hf(cls, config, **overrides) -> LlamaConfig:
@@ -140,7 +140,7 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, layer: int, cache: KVCache | None) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = self.qkv(x, cos, sin)
-        attention = _ATTENTION[self.c.attention]
+        attention = ATTENTION_FUNCTIONS[self.c.attention]
         if cache is None:
             y = attention(q, k, v, causal=True)  # (B, H, T, hd)
         else:

@@ -18,6 +18,7 @@ PyTorch built without oneDNN) the model is used as it is.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -35,25 +36,41 @@ def can_prepack(model: nn.Module) -> bool:
 class PrepackedLinear(nn.Module):
     """``linear(x)`` with the weight kept in oneDNN's packed layout; same result up to float rounding.
 
+    Given several linear layers that read the same input (a layer's q, k and v projections, say),
+    it packs their weights stacked as one matrix and returns their outputs side by side: one
+    matrix multiply instead of several, as vLLM's fused QKV and gate-up layers do.
     ``rows_hint`` is the number of activation rows the packing is tuned for (the batch of a
     decode step); other row counts are computed correctly, a little less quickly.
     """
 
-    def __init__(self, linear: nn.Linear, rows_hint: int):
+    def __init__(self, linears: nn.Linear | Sequence[nn.Linear], rows_hint: int):
         super().__init__()
-        self.source, self.rows_hint = linear, rows_hint
+        self.sources = (linears,) if isinstance(linears, nn.Linear) else tuple(linears)
+        if not self.sources or len({lin.in_features for lin in self.sources}) != 1:
+            raise ValueError("PrepackedLinear needs one or more linear layers with the same in_features")
+        if len({lin.bias is None for lin in self.sources}) != 1:
+            raise ValueError("PrepackedLinear cannot stack layers with a bias and layers without one")
+        self.rows_hint = rows_hint
         self._pack()
 
+    def _weights(self) -> list[torch.Tensor]:
+        return [lin.weight for lin in self.sources]
+
     def _pack(self) -> None:
-        weight = self.source.weight
-        self._packed_weight, self._packed_version = weight, weight._version
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), self.rows_hint)
-        self.bias = None if self.source.bias is None else self.source.bias.detach()
+        weights = self._weights()
+        self._packed_from = [(w, w._version) for w in weights]
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights).detach(), self.rows_hint)
+        biases = [lin.bias for lin in self.sources]
+        self.bias = None if biases[0] is None else torch.cat(biases).detach()
+
+    def _stale(self) -> bool:
+        """Whether a source weight changed since it was packed (replaced, or updated in place)."""
+        return any(w is not old or w._version != version
+                   for w, (old, version) in zip(self._weights(), self._packed_from, strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., in_features) -> (..., out_features)."""
-        weight = self.source.weight
-        if weight is not self._packed_weight or weight._version != self._packed_version:  # changed since packed
+        """x (..., in_features) -> (..., sum of the sources' out_features)."""
+        if self._stale():
             self._pack()
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
@@ -62,7 +79,7 @@ def prepacked_copy(model: nn.Module, rows_hint: int) -> nn.Module:
     """A copy of ``model`` in which each ``nn.Linear`` is a :class:`PrepackedLinear` reading the
     same weight; every module without a linear layer inside is the original one, shared."""
     if isinstance(model, nn.Linear):
-        return PrepackedLinear(model, rows_hint)
+        return PrepackedLinear(model, rows_hint=rows_hint)
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
         return model
     clone = copy.copy(model)  # a new module object over the same parameters and buffers

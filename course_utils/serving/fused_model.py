@@ -1,0 +1,65 @@
+"""The engine's forward pass on the CPU: the course Llama with fused, prepacked matrix multiplies.
+
+A decode step pushes a few dozen rows through every layer, so besides the matrix multiplies
+its time goes to the many small operations between them, each paying PyTorch's fixed cost per
+call. :class:`FusedLlama` computes what :meth:`Llama.forward <course_utils.architecture.transformer.Llama.forward>`
+computes with fewer calls, the way serving engines lay out their models (vLLM's ``QKVParallelLinear``
+and ``MergedColumnParallelLinear``):
+
+* q, k and v come from one matrix multiply (their weights stacked), and so do gate and up;
+* the rotary embedding turns the queries and keys in one call;
+* the norms are ``F.rms_norm``, one operator each;
+* every weight is packed once for oneDNN (:class:`~course_utils.serving.prepacked.PrepackedLinear`,
+  repacked if the model's weights change), and no ``nn.Module`` call sits between them.
+
+It reads the model's parameters at every call, shares them (nothing is copied but the packed
+matrices) and must give the model's logits: ``tests/test_serving_fused_model.py`` holds it to that.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from course_utils.architecture.rope import apply_rope, rope_cos_sin
+from course_utils.architecture.transformer import ATTENTION_FUNCTIONS, Llama
+from course_utils.serving.prepacked import PrepackedLinear
+
+__all__ = ["FusedLlama"]
+
+
+class FusedLlama:
+    """``model``'s forward pass over a cache with stacked, prepacked projections (CPU, float32).
+
+    ``rows_hint``: the number of rows the packing is tuned for (the engine's ``max_num_seqs``).
+    """
+
+    def __init__(self, model: Llama, rows_hint: int):
+        self.model = model
+        self.qkv, self.o, self.gate_up, self.down = [], [], [], []
+        for block in model.layers:
+            a, mlp = block.self_attn, block.mlp
+            self.qkv.append(PrepackedLinear([a.q_proj, a.k_proj, a.v_proj], rows_hint))
+            self.o.append(PrepackedLinear(a.o_proj, rows_hint))
+            self.gate_up.append(PrepackedLinear([mlp.gate_proj, mlp.up_proj], rows_hint))
+            self.down.append(PrepackedLinear(mlp.down_proj, rows_hint))
+        self.lm_head = PrepackedLinear(model.lm_head, rows_hint)
+
+    def __call__(self, ids: torch.Tensor, cache, positions: torch.Tensor, logits_at: torch.Tensor) -> torch.Tensor:
+        """Logits (1, K, V) at the K indices ``logits_at`` of the packed tokens ``ids`` (1, N) at
+        ``positions`` (N,); their keys and values go to ``cache`` (its ``attend``, as in Llama)."""
+        m, c = self.model, self.model.config
+        n, heads, kv_heads, eps = ids.shape[1], c.n_heads, c.n_kv_heads, c.norm_eps
+        cos, sin = rope_cos_sin(positions, m.inv_freq, m.attention_factor)  # (N, hd) each
+        attention = ATTENTION_FUNCTIONS[c.attention]
+        x = m.embed_tokens(ids)  # (1, N, d)
+        for i, block in enumerate(m.layers):
+            h = F.rms_norm(x, (c.dim,), block.input_layernorm.weight, eps)
+            qkv = self.qkv[i](h).view(1, n, heads + 2 * kv_heads, c.head_dim).transpose(1, 2)  # (1, H + 2 H_kv, N, hd)
+            qk = apply_rope(qkv[:, :heads + kv_heads], cos, sin)
+            y = cache.attend(i, qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:], attention)  # (1, H, N, hd)
+            x = x + self.o[i](y.transpose(1, 2).reshape(1, n, -1))
+            gate, up = self.gate_up[i](F.rms_norm(x, (c.dim,), block.post_attention_layernorm.weight, eps)).chunk(2, -1)
+            x = x + self.down[i](F.silu(gate) * up)
+        cache.advance(n)
+        return self.lm_head(F.rms_norm(x[:, logits_at], (c.dim,), m.norm.weight, eps))

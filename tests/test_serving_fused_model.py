@@ -1,0 +1,54 @@
+"""The engine's fused forward pass gives the course Llama's logits and follows its weights."""
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils.architecture.rope import RopeScaling
+from course_utils.architecture.transformer import KVCache, Llama, LlamaConfig
+from course_utils.serving.fused_model import FusedLlama
+from course_utils.serving.prepacked import can_prepack
+
+pytestmark = pytest.mark.skipif(not can_prepack(nn.Linear(2, 2)), reason="this PyTorch build has no oneDNN packing")
+
+
+def _logits_both_ways(model: Llama, ids: torch.Tensor, logits_at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    positions = torch.arange(ids.shape[1])
+    with torch.inference_mode():
+        expected = model(ids, KVCache(model.config, 1, ids.shape[1]), positions=positions, logits_at=logits_at)
+        fused = FusedLlama(model, rows_hint=8)(ids, KVCache(model.config, 1, ids.shape[1]), positions, logits_at)
+    return fused, expected
+
+
+@pytest.mark.parametrize("config", [
+    LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96),  # grouped-query
+    LlamaConfig(vocab_size=64, dim=48, n_layers=3, n_heads=4, n_kv_heads=4, ffn_dim=80, tie_embeddings=False,
+                norm_eps=1e-6, rope_base=500.0, attention="naive"),  # multi-head, own head, other attention
+    LlamaConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, head_dim=24,
+                rope_scaling=RopeScaling("yarn", factor=4.0, original_max_position=16)),
+], ids=["gqa", "mha", "yarn-head24"])
+def test_fused_logits_equal_the_models(config):
+    torch.manual_seed(0)
+    model = Llama(config)
+    model.init_weights()
+    for param in model.parameters():  # norm scales away from 1, so a misplaced scale shows
+        if param.dim() == 1:
+            nn.init.uniform_(param, 0.5, 1.5)
+    ids = torch.randint(0, 64, (1, 12))
+    fused, expected = _logits_both_ways(model, ids, torch.tensor([3, 11]))
+    assert fused.shape == expected.shape == (1, 2, 64)
+    assert torch.allclose(fused, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_fused_forward_follows_a_weight_changed_after_packing():
+    torch.manual_seed(1)
+    model = Llama(LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96))
+    model.init_weights()
+    fused, ids, at = FusedLlama(model, rows_hint=4), torch.randint(0, 64, (1, 6)), torch.tensor([5])
+    with torch.no_grad():
+        model.layers[1].self_attn.k_proj.weight.mul_(3.0)  # one of the three stacked in qkv
+        model.layers[0].post_attention_layernorm.weight.fill_(2.0)  # read at every call, not packed
+    with torch.inference_mode():
+        got = fused(ids, KVCache(model.config, 1, 6), torch.arange(6), at)
+        expected = model(ids, KVCache(model.config, 1, 6), positions=torch.arange(6), logits_at=at)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
