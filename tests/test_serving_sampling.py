@@ -149,3 +149,16 @@ def test_a_frequency_penalty_changes_greedy_output_only_through_the_output(smoll
 def test_new_sampling_fields_are_checked(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})
+
+
+@pytest.mark.parametrize("all_greedy", [True, False])
+def test_greedy_rows_never_pick_nan_and_pick_infinity_first(all_greedy):
+    nan, inf = float("nan"), float("inf")
+    logits = torch.tensor([[0.1, nan, 2.0, -1.0],  # argmax alone would answer 1, the NaN
+                           [0.0, inf, 3.0, inf],  # the first +inf
+                           [nan, nan, nan, nan],  # nothing to prefer: a valid id all the same
+                           [1.0, 5.0, 2.0, 0.0]])
+    greedy = SamplingParams(temperature=0)
+    params = [greedy] * 4 if all_greedy else [greedy, greedy, greedy, SamplingParams(temperature=0, top_k=1)]
+    out = sample(logits, params, [torch.tensor([], dtype=torch.long)] * 4, [None] * 4).tolist()
+    assert out[0] == 2 and out[1] == 1 and 0 <= out[2] < 4 and out[3] == 1

@@ -191,7 +191,11 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams], seen: Sequenc
     plain_greedy = [i for i, sp in enumerate(params) if sp.greedy and not sp.reads_history]
     if plain_greedy:  # the common case, in one call: argmax needs no float64 and no per-row work
         rows = torch.tensor(plain_greedy, device=logits.device)
-        out[rows.cpu()] = torch.nan_to_num(logits.index_select(0, rows)).argmax(-1).cpu()
+        block = logits if len(plain_greedy) == len(params) else logits.index_select(0, rows)
+        ids = block.argmax(-1)
+        if torch.isnan(block.gather(1, ids[:, None])).any():  # argmax ranks NaN first: NaN counts as 0 instead
+            ids = torch.nan_to_num(block).argmax(-1)
+        out[rows.cpu()] = ids.cpu()
     skip = set(plain_greedy)
     for i, sp in enumerate(params):
         if i in skip:
