@@ -1,10 +1,27 @@
-"""Plain-text tables: readable in a terminal, in a notebook, and in a committed .ipynb on the web."""
+"""Tables: the course's CSV data files read with their line numbers, and plain-text tables readable
+in a terminal, in a notebook, and in a committed .ipynb on the web."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-__all__ = ["format_table"]
+__all__ = ["format_table", "read_csv_rows"]
+
+
+def read_csv_rows(path: str | Path, what: str) -> list[tuple[str, dict[str, str]]]:
+    """Each data row of a CSV file with a header, as ("file.csv line N", row); ValueError if there is none.
+
+    ``what`` names the rows in that error ("price", "model", ...). Line numbers count the header
+    as line 1, as an editor shows them, so a loader's error can point at the line to fix.
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path}: no {what} rows")
+    return [(f"{path.name} line {line}", row) for line, row in enumerate(rows, 2)]
 
 
 def _cell(value: object) -> str:

@@ -14,7 +14,6 @@ Two tokenizer worlds meet here:
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import os
@@ -30,6 +29,7 @@ import tiktoken
 import tiktoken.load
 
 from course_utils import assets
+from course_utils.tables import read_csv_rows
 
 __all__ = [
     "STANDARD_TIER",
@@ -323,11 +323,7 @@ def load_prices(path: str | Path = PRICES_FILE, history: bool = False) -> list[P
     every dated row, oldest first, to see how prices moved.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path}: no price rows")
-    prices = [_price_row(row, f"{path.name} line {line}") for line, row in enumerate(rows, 2)]
+    prices = [_price_row(row, where) for where, row in read_csv_rows(path, "price")]
     seen: dict[tuple[str, str, str], int] = {}
     for line, p in enumerate(prices, 2):
         key = (p.model, p.tier, p.as_of)

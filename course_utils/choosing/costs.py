@@ -14,7 +14,6 @@ can plan for, and the engineering cost per month.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from course_utils.architecture.sizing import active_parameter_count, weight_bytes
 from course_utils.serving.roofline import roofline_tokens_per_s
+from course_utils.tables import read_csv_rows
 from course_utils.tokens import Price
 
 __all__ = ["DAYS_PER_MONTH", "GPU_PRICES_FILE", "PUBLISHED_THROUGHPUT_FILE", "SECONDS_PER_MONTH", "Gpu",
@@ -99,22 +99,17 @@ class Gpu:
 
 def load_gpus(path: str | Path = GPU_PRICES_FILE) -> list[Gpu]:
     """The GPU price table (see the data README), one :class:`Gpu` per row."""
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
     gpus = []
-    for line, row in enumerate(rows, 2):
+    for where, row in read_csv_rows(path, "GPU"):
         try:
             gpu = Gpu(row["gpu"], float(row["memory_gb"]), float(row["bandwidth_tb_s"]), float(row["bf16_tflops"]),
                       float(row["usd_per_gpu_hour"]), row["offer"], row["as_of"], row["source"])
         except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path.name} line {line}: expected gpu, memory_gb, bandwidth_tb_s, bf16_tflops, "
+            raise ValueError(f"{where}: expected gpu, memory_gb, bandwidth_tb_s, bf16_tflops, "
                              f"usd_per_gpu_hour, offer, as_of, source with numbers where numbers go ({err})") from None
         if min(gpu.memory_gb, gpu.bandwidth_tb_s, gpu.bf16_tflops, gpu.usd_per_gpu_hour) <= 0 or not gpu.source:
-            raise ValueError(f"{path.name} line {line}: sizes and prices must be > 0 and the row needs a source")
+            raise ValueError(f"{where}: sizes and prices must be > 0 and the row needs a source")
         gpus.append(gpu)
-    if not gpus:
-        raise ValueError(f"{path}: no GPU rows")
     return gpus
 
 
@@ -160,16 +155,15 @@ class SelfHosting:
 def published_throughput(path: str | Path = PUBLISHED_THROUGHPUT_FILE) -> list[dict[str, Any]]:
     """Measured serving throughputs others published (``data/published_throughput.csv``): model, GPU,
     engine, concurrency and output tokens per second for their workload, dated and with the address."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for line, row in enumerate(rows, 2):
+    rows = []
+    for where, row in read_csv_rows(path, "throughput"):
         try:
             row["concurrency"], row["output_tokens_per_s"] = int(row["concurrency"]), float(row["output_tokens_per_s"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{Path(path).name} line {line}: concurrency must be an integer and "
-                             f"output_tokens_per_s a number") from None
+            raise ValueError(f"{where}: concurrency must be an integer and output_tokens_per_s a number") from None
         if row["output_tokens_per_s"] <= 0 or not str(row.get("source", "")).startswith("http"):
-            raise ValueError(f"{Path(path).name} line {line}: throughput must be > 0 and source an address")
+            raise ValueError(f"{where}: throughput must be > 0 and source an address")
+        rows.append(row)
     return rows
 
 

@@ -9,11 +9,11 @@ and the two are tested to agree.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from course_utils.tables import read_csv_rows
 from course_utils.tokens import STANDARD_TIER, Price, is_year_month, load_prices
 
 __all__ = ["ARTICLE_BENCHMARKS_FILE", "ARTICLE_TABLE_FILE", "MODELS_FILE", "ModelInfo", "article_benchmarks",
@@ -74,11 +74,7 @@ def _model_row(row: dict[str, str], where: str) -> ModelInfo:
 def load_models(path: str | Path = MODELS_FILE) -> list[ModelInfo]:
     """Every row of the model table, in file order."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path}: no model rows")
-    models = [_model_row(row, f"{path.name} line {line}") for line, row in enumerate(rows, 2)]
+    models = [_model_row(row, where) for where, row in read_csv_rows(path, "model")]
     names = [m.model for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"{path.name}: a model is listed twice: "
@@ -109,8 +105,7 @@ def audit_article_table(as_of: str, path: str | Path = ARTICLE_TABLE_FILE) -> li
     whether the window is the one of the model priced so. Returns one dict per row with a list of
     ``problems`` (empty where the row holds).
     """
-    with open(path, newline="", encoding="utf-8") as f:
-        quoted = list(csv.DictReader(f))
+    quoted = [row for _, row in read_csv_rows(path, "article table")]
     history = load_prices(history=True)
     info = {m.model: m for m in load_models()}
     report = []
@@ -144,15 +139,13 @@ def article_benchmarks(path: str | Path = ARTICLE_BENCHMARKS_FILE) -> list[dict[
     """The article's benchmark table: each "typical frontier score" as quoted (a range, its unit and
     whom it is quoted for; nothing the course can reproduce on its machines), with the section of
     chapter 3 that scores the same kind of benchmark and the course function that does it."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
     table = []
-    for line, row in enumerate(rows, 2):
+    for where, row in read_csv_rows(path, "benchmark"):
         try:
             low, high = float(row["quoted_low"]), float(row["quoted_high"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{Path(path).name} line {line}: quoted_low and quoted_high must be numbers") from None
+            raise ValueError(f"{where}: quoted_low and quoted_high must be numbers") from None
         if not low <= high or not row.get("course_section", "").startswith("#"):
-            raise ValueError(f"{Path(path).name} line {line}: need quoted_low <= quoted_high and a chapter 3 heading")
+            raise ValueError(f"{where}: need quoted_low <= quoted_high and a chapter 3 heading")
         table.append({**row, "quoted_low": low, "quoted_high": high, "status": "quoted, not reproduced here"})
     return table
