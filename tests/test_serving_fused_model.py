@@ -52,3 +52,29 @@ def test_fused_forward_follows_a_weight_changed_after_packing():
         got = fused(ids, KVCache(model.config, 1, 6), torch.arange(6), at)
         expected = model(ids, KVCache(model.config, 1, 6), positions=torch.arange(6), logits_at=at)
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_with_lora_layers_is_served_through_a_prepacked_copy_with_its_logits():
+    from course_utils.finetune.lora import LoRAConfig, inject_lora
+    from course_utils.serving.block_manager import BlockManager
+    from course_utils.serving.model_runner import ModelRunner
+    from course_utils.serving.sequence import Sequence
+
+    torch.manual_seed(2)
+    model = Llama(LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96))
+    model.init_weights()
+    inject_lora(model, LoRAConfig(r=4, targets=("q_proj", "v_proj")))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero; make the adapter change the output
+            nn.init.normal_(param, std=0.5)
+    assert not FusedLlama.supports(model)
+    with pytest.raises(ValueError, match="prepacked_copy"):
+        FusedLlama(model, rows_hint=4)
+    runner, manager = ModelRunner(model, 16, 4, max_num_seqs=4), BlockManager(16, 4, enable_prefix_caching=False)
+    seq = Sequence(list(range(1, 8)))
+    manager.allocate(seq)
+    seq.num_new_tokens = len(seq)
+    logits = runner.run([seq], manager, num_decode=0)[0][-1]
+    with torch.inference_mode():
+        expected = model(torch.tensor([seq.token_ids]))[0, -1]
+    assert torch.allclose(logits, expected, atol=1e-5, rtol=1e-4)

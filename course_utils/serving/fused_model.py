@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from course_utils.architecture.rope import apply_rope, rope_cos_sin
 from course_utils.architecture.transformer import ATTENTION_FUNCTIONS, Llama
@@ -34,7 +35,18 @@ class FusedLlama:
     ``rows_hint``: the number of rows the packing is tuned for (the engine's ``max_num_seqs``).
     """
 
+    @staticmethod
+    def supports(model: Llama) -> bool:
+        """Whether every projection is a plain ``nn.Linear`` (not, say, wrapped by an adapter), as stacking needs."""
+        projections = [model.lm_head]
+        for block in model.layers:
+            a, mlp = block.self_attn, block.mlp
+            projections += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        return all(type(p) is nn.Linear for p in projections)
+
     def __init__(self, model: Llama, rows_hint: int):
+        if not self.supports(model):
+            raise ValueError("FusedLlama stacks plain nn.Linear layers; this model wraps some: use prepacked_copy")
         self.model = model
         self.qkv, self.o, self.gate_up, self.down = [], [], [], []
         for block in model.layers:

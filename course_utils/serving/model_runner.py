@@ -28,7 +28,7 @@ from course_utils.architecture.transformer import Llama
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.fused_model import FusedLlama
 from course_utils.serving.paged_kernel import load_kernel, paged_decode_attention
-from course_utils.serving.prepacked import can_prepack
+from course_utils.serving.prepacked import can_prepack, prepacked_copy
 from course_utils.serving.sequence import Sequence
 
 __all__ = ["DecodeGroup", "ModelRunner", "PagedKVCache", "StepBatch"]
@@ -199,12 +199,18 @@ class ModelRunner:
     """Owns the model and the KV pool; turns a scheduled batch into next-token logits.
 
     On the CPU the forward pass is :class:`~course_utils.serving.fused_model.FusedLlama`: the
-    model's weights stacked and prepacked for oneDNN, tuned for ``max_num_seqs`` rows.
+    model's weights stacked and prepacked for oneDNN, tuned for ``max_num_seqs`` rows (a model
+    whose projections an adapter wraps runs as a prepacked copy instead, nothing stacked).
     """
 
     def __init__(self, model: Llama, num_blocks: int, block_size: int, max_num_seqs: int, decode_kernel: bool = True):
         self.model = model
-        self.forward_model = FusedLlama(model, max_num_seqs) if can_prepack(model) else model
+        if not can_prepack(model):
+            self.forward_model = model
+        elif FusedLlama.supports(model):
+            self.forward_model = FusedLlama(model, max_num_seqs)
+        else:  # an adapter wraps some projection: pack the plain linear layers inside, stack nothing
+            self.forward_model = prepacked_copy(model, max_num_seqs)
         self.device = model.embed_tokens.weight.device
         self.cache = PagedKVCache(model, num_blocks, block_size, device=self.device, decode_kernel=decode_kernel)
 
