@@ -20,6 +20,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+/* the pool slot of a sequence's token t: its block from the table, then the offset within it */
+static inline int64_t slot(const int64_t *table, int64_t t, int64_t block_size) {
+    return table[t / block_size] * block_size + t % block_size;
+}
+
 int paged_decode_attention(const float *q, const float *k, const float *v, const int64_t *tables, int64_t width,
                            const int64_t *lens, int64_t n, int64_t heads, int64_t kv_heads, int64_t dim,
                            int64_t block_size, int64_t num_blocks, float scale, float *out, int threads) {
@@ -47,7 +52,7 @@ int paged_decode_attention(const float *q, const float *k, const float *v, const
         }
         /* scores = q . k / sqrt(dim): each key row is read once, for every query head that uses it */
         for (int64_t t = 0; t < len; t++) {
-            const float *kt = k + (table[t / block_size] * block_size + t % block_size) * row;
+            const float *kt = k + slot(table, t, block_size) * row;
             for (int64_t h = 0; h < heads; h++) {
                 const float *qh = qs + h * dim, *kh = kt + (h / group) * dim;
                 float acc = 0.0f;
@@ -69,7 +74,7 @@ int paged_decode_attention(const float *q, const float *k, const float *v, const
         }
         /* out = softmax . v: each value row is read once */
         for (int64_t t = 0; t < len; t++) {
-            const float *vt = v + (table[t / block_size] * block_size + t % block_size) * row;
+            const float *vt = v + slot(table, t, block_size) * row;
             for (int64_t h = 0; h < heads; h++) {
                 const float p = scores[h * len + t], *vh = vt + (h / group) * dim;
                 float *oh = o + h * dim;

@@ -53,11 +53,8 @@ class PrepackedLinear(nn.Module):
         self.rows_hint = rows_hint
         self._pack()
 
-    def _weights(self) -> list[torch.Tensor]:
-        return [lin.weight for lin in self.sources]
-
     def _pack(self) -> None:
-        weights = self._weights()
+        weights = [lin.weight for lin in self.sources]
         self._packed_from = [(w, w._version) for w in weights]
         self.packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights).detach(), self.rows_hint)
         biases = [lin.bias for lin in self.sources]
@@ -65,8 +62,8 @@ class PrepackedLinear(nn.Module):
 
     def _stale(self) -> bool:
         """Whether a source weight changed since it was packed (replaced, or updated in place)."""
-        return any(w is not old or w._version != version
-                   for w, (old, version) in zip(self._weights(), self._packed_from, strict=True))
+        return any(lin.weight is not old or old._version != version
+                   for lin, (old, version) in zip(self.sources, self._packed_from, strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in_features) -> (..., sum of the sources' out_features)."""
