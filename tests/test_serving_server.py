@@ -310,8 +310,9 @@ def test_long_prompts_stall_neither_the_routes_nor_the_running_streams():
     """Four ~1,900-token prompts arrive beside two running streams: with chunked prefill and the
     engine fed through an inbox, the streams' next token (p99) and GET /v1/models stay under 1 s
     while the long prompts are in flight, and the long prompts are not made to wait for the streams."""
-    # 64 new tokens a step (a quarter of the default): the bound holds with a second test worker on the cores
-    llm = LLM(NAME, num_blocks=640, block_size=16, max_model_len=2048, max_num_seqs=8, max_num_batched_tokens=64)
+    # 32 new tokens a step (an eighth of the default): a step then takes ~0.1 s on 2 free cores, and the
+    # bound still holds on a slower CI machine with a notebook running beside it on the same cores
+    llm = LLM(NAME, num_blocks=640, block_size=16, max_model_len=2048, max_num_seqs=8, max_num_batched_tokens=32)
     long_prompt = " ".join(f"item {i}," for i in range(325))
     assert 1800 < len(llm.tokenizer(long_prompt)["input_ids"]) < 2000
 
@@ -319,7 +320,7 @@ def test_long_prompts_stall_neither_the_routes_nor_the_running_streams():
         gaps, pings = [], []  # (when, seconds since the stream's previous token); GET /v1/models latencies
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
             async def stream() -> None:
-                body = {"model": NAME, "prompt": "Once upon a time", "max_tokens": 200, "stream": True,
+                body = {"model": NAME, "prompt": "Once upon a time", "max_tokens": 400, "stream": True,
                         "ignore_eos": True, "temperature": 0}
                 async with http.stream("POST", "/v1/completions", json=body) as response:
                     last = None
@@ -359,7 +360,7 @@ def test_long_prompts_stall_neither_the_routes_nor_the_running_streams():
     print(f"while the long prompts ran ({end - start:.1f} s): {len(during)} token gaps, median "
           f"{during[len(during) // 2]:.3f} s, p99 {p99:.3f} s, worst {during[-1]:.3f} s; {len(pings)} "
           f"GET /v1/models, worst {max(pings):.3f} s")
-    assert len(during) >= 50 and len(pings) >= 10 and len(gaps) == 2 * 199
+    assert len(during) >= 50 and len(pings) >= 10 and len(gaps) == 2 * 399
     assert p99 < 1.0 and max(pings) < 1.0
 
 

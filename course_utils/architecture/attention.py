@@ -139,12 +139,17 @@ def tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
                    window: int | None = None) -> torch.Tensor:
-    """PyTorch's fused scaled_dot_product_attention with the same conventions as the others."""
+    """PyTorch's fused scaled_dot_product_attention with the same conventions as the others.
+
+    Grouped-query heads are left to SDPA (``enable_gqa``): the keys and values are read where they
+    are, never copied once per query head as :func:`repeat_kv` does for the other two.
+    """
     n_rep, _ = _check(q, k, v)
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
+    gqa = n_rep > 1
     t, s = q.shape[2], k.shape[2]
     if causal and window is None and t == s:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     # is_causal aligns the mask to the top-left corner, which is wrong when t < s (decoding),
     # so pass an explicit mask aligned to the bottom-right.
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(t, s, causal, window, q.device))
+    mask = attention_mask(t, s, causal, window, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
