@@ -25,7 +25,10 @@ tokens it asked for:
    the best matmul timed between those steps, and where the step's time goes
    (:func:`course_utils.serving.step_profile.profile_steps`: weight matmuls, attention,
    elementwise, other); the compiled in-place decode attention and the gather path take turns in
-   blocks of 10 steps, so the JSON compares the two in the same run.
+   blocks of 10 steps, so the JSON compares the two in the same run. ``weights_alone`` times the
+   engine's own weight matmuls with nothing between them, on 64 rows, between the same blocks: the
+   share a step could reach if attention, elementwise work and Python took no time at all (the
+   model's 0.5 GB of weights come from memory at every step; the roof's matrices stay in cache).
 
 Writes benchmarks/results/serving.json.
 """
@@ -47,6 +50,26 @@ MIXED_REQUESTS, BATCH = 96, 16
 WIDE, WARM_STEPS, TIMED_STEPS, BLOCK_STEPS, PROFILED_STEPS = 64, 10, 30, 10, 20
 
 
+def weights_alone_seconds(fused, rows: int) -> float:
+    """One pass of the engine's weight matrix multiplies alone, in the forward's order, on ``rows``
+    random rows: each layer's stacked qkv, o, stacked gate-up and down, then the vocabulary head.
+    Nothing else runs between them, so a decode step of ``rows`` sequences cannot be faster."""
+    import torch
+
+    layers = list(zip(fused.qkv, fused.o, fused.gate_up, fused.down, strict=True))
+    inputs = {}
+    for linear in [fused.lm_head, *(p for layer in layers for p in layer)]:
+        width = linear.sources[0].in_features
+        inputs.setdefault(width, torch.randn(1, rows, width))
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for layer in layers:
+            for linear in layer:
+                linear(inputs[linear.sources[0].in_features])
+        fused.lm_head(inputs[fused.lm_head.sources[0].in_features])
+        return time.perf_counter() - start
+
+
 def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     """Median decode step with WIDE sequences running, its FLOP/s share and its time breakdown.
 
@@ -57,6 +80,7 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     """
     from course_utils.architecture.transformer import Llama
     from course_utils.serving import LLM, SamplingParams
+    from course_utils.serving.fused_model import FusedLlama
     from course_utils.serving.paged_kernel import kernel_status
     from course_utils.serving.roofline import matmul_flops
     from course_utils.serving.step_profile import profile_steps
@@ -75,10 +99,12 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
         engine.step()
     shortest = min(len(s) for s in seqs)
     paths = {"in_place": [], "gather": []} if kernel else {"gather": []}
-    matmul = []
+    fused = engine.runner.forward_model if isinstance(engine.runner.forward_model, FusedLlama) else None
+    matmul, weights_alone = [], []
     for _ in range(TIMED_STEPS // BLOCK_STEPS):
         for path, times in paths.items():
             matmul += [matmul_flops(repeats=1) for _ in range(2)]
+            weights_alone += [weights_alone_seconds(fused, WIDE) for _ in range(2 if fused else 0)]
             cache.in_place = path == "in_place"
             for _ in range(BLOCK_STEPS):
                 assert len(engine.scheduler.running) == WIDE
@@ -90,6 +116,10 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     result = {"sequences": WIDE, "decode_kernel": kernel_status(), "timed_steps_per_path": TIMED_STEPS,
               "matmul_gflops_best": round(roof / 1e9, 2),
               "matmul_gflops_median": round(statistics.median(matmul) / 1e9, 2), "goal": GOAL_SHARE_64}
+    if weights_alone:  # the ceiling: the share a step would reach if nothing but its weight matmuls took time
+        alone = statistics.median(weights_alone)
+        result["weights_alone"] = {"median_ms": round(1e3 * alone, 1), "passes": len(weights_alone),
+                                   "share_of_matmul": round(2 * n_params * WIDE / alone / roof, 3)}
     for path, times in paths.items():
         cache.in_place = path == "in_place"
         breakdown = profile_steps(engine, PROFILED_STEPS)
@@ -99,6 +129,7 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
         result[path] = {"median_step_ms": round(1e3 * step, 1),
                         "step_ms_range": [round(1e3 * min(times), 1), round(1e3 * max(times), 1)],
                         "tokens_per_s": round(WIDE / step, 1), "share_of_matmul": round(share, 3),
+                        "beyond_weights_alone_ms": round(1e3 * (step - alone), 1) if weights_alone else None,
                         "meets_goal": share >= GOAL_SHARE_64, "breakdown_profiled": breakdown.as_dict()}
     result["context_tokens"] = {"min": shortest, "max": max(len(s) for s in seqs)}  # first timed step, last profiled
     if kernel:

@@ -35,6 +35,24 @@ def test_a_prepacked_linear_follows_its_weight_when_it_changes():
     assert _close(packed(x), linear(x).detach())
 
 
+def test_a_prepacked_linear_follows_a_parametrized_weight():
+    """A parametrization (weight norm, say) computes the weight at each access: still never stale."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return 2 * w
+
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 48, bias=False)
+    packed, x = PrepackedLinear(linear, rows_hint=4), torch.randn(4, 32)
+    parametrize.register_parametrization(linear, "weight", Doubled())
+    assert _close(packed(x), linear(x).detach())
+    with torch.no_grad():
+        linear.parametrizations.weight.original.mul_(-1.0)
+    assert _close(packed(x), linear(x).detach())
+
+
 def test_the_prepacked_copy_shares_everything_but_the_linear_layers_and_gives_the_same_logits():
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96)

@@ -192,7 +192,7 @@ class PagedKVCache:
             keys = self._gather(self.k[layer], tables).transpose(1, 2)[:, :, :n]
             values = self._gather(self.v[layer], tables).transpose(1, 2)[:, :, :n]
             out.append(attention(q[:, :, start:end], keys, values, causal=True))
-        return torch.cat(out, dim=2)
+        return out[0] if len(out) == 1 else torch.cat(out, dim=2)  # a decode-only step: no copy
 
 
 class ModelRunner:

@@ -55,15 +55,18 @@ class PrepackedLinear(nn.Module):
 
     def _pack(self) -> None:
         weights = [lin.weight for lin in self.sources]
-        self._packed_from = [(w, w._version) for w in weights]
+        # each source's parameter dict, the weight packed and its version: read at every call, so kept flat
+        self._packed_from = [(lin._parameters, w, w._version) for lin, w in zip(self.sources, weights, strict=True)]
         self.packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights).detach(), self.rows_hint)
         biases = [lin.bias for lin in self.sources]
         self.bias = None if biases[0] is None else torch.cat(biases).detach()
 
     def _stale(self) -> bool:
         """Whether a source weight changed since it was packed (replaced, or updated in place)."""
-        return any(lin.weight is not old or old._version != version
-                   for lin, (old, version) in zip(self.sources, self._packed_from, strict=True))
+        for parameters, old, version in self._packed_from:
+            if parameters.get("weight") is not old or old._version != version:
+                return True
+        return False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in_features) -> (..., sum of the sources' out_features)."""
