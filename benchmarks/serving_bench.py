@@ -104,7 +104,8 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     for _ in range(TIMED_STEPS // BLOCK_STEPS):
         for path, times in paths.items():
             matmul += [matmul_flops(repeats=1) for _ in range(2)]
-            weights_alone += [weights_alone_seconds(fused, WIDE) for _ in range(2 if fused else 0)]
+            if fused is not None:  # a stacked, prepacked forward (oneDNN on the CPU): time its matmuls alone
+                weights_alone += [weights_alone_seconds(fused, WIDE) for _ in range(2)]
             cache.in_place = path == "in_place"
             for _ in range(BLOCK_STEPS):
                 assert len(engine.scheduler.running) == WIDE
