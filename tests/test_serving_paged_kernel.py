@@ -29,7 +29,7 @@ def _gathered_sdpa(q, k, v, tables, lens, block_size):
 
 @needs_kernel
 @pytest.mark.parametrize(("heads", "kv_heads", "dim", "block_size"), [(9, 3, 64, 16), (4, 4, 32, 4), (6, 1, 24, 8),
-                                                                       (8, 2, 128, 16)])
+                                                                       (8, 2, 128, 16), (5, 5, 20, 8)])
 def test_the_kernel_computes_what_gathering_and_sdpa_compute(heads, kv_heads, dim, block_size):
     torch.manual_seed(heads * dim)
     num_blocks, width = 40, 6
@@ -39,6 +39,27 @@ def test_the_kernel_computes_what_gathering_and_sdpa_compute(heads, kv_heads, di
     q = torch.randn(len(lens), heads, dim)
     out = paged_decode_attention(q, k, v, tables, lens, block_size)
     torch.testing.assert_close(out, _gathered_sdpa(q, k, v, tables, lens, block_size), atol=2e-6, rtol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("scores", ["flat", "ordinary", "peaked"])
+def test_the_kernels_softmax_holds_for_flat_and_for_peaked_scores(scores):
+    """Its vectorised exp against SDPA's softmax. Peaked: small integers in q and k make every score exact
+    in float32 whatever the order of summation, and spread them over about 150 (terms past 87 below the
+    largest leave float32's normal range), so only the softmax can differ."""
+    torch.manual_seed(7)
+    k, v = _pool(24, 16, 3, 64)
+    lens = torch.tensor([9, 100, 200, 384])
+    tables = torch.stack([torch.randperm(24) for _ in lens])
+    q = {"flat": torch.zeros(len(lens), 9, 64), "ordinary": torch.randn(len(lens), 9, 64),
+         "peaked": torch.randint(-8, 9, (len(lens), 9, 64)).float()}[scores]
+    if scores == "peaked":
+        k = torch.randint(-8, 9, k.shape).float()
+    out = paged_decode_attention(q, k, v, tables, lens, 16)
+    torch.testing.assert_close(out, _gathered_sdpa(q, k, v, tables, lens, 16), atol=2e-6, rtol=1e-5)
+    if scores == "peaked":  # as described: the last sequence (the whole pool) sees scores spread past 87
+        seen = q[-1, :3] @ k[:, 0].T / 8  # its first three heads, which read key-value head 0
+        assert (seen.max(dim=-1).values - seen.min(dim=-1).values).min() > 87
 
 
 @needs_kernel
