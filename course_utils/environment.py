@@ -15,7 +15,7 @@ import torch
 from course_utils import assets
 from course_utils.models import best_device, resolve_device, seed_everything
 
-__all__ = ["asset_report", "machine_info", "package_versions", "record_benchmark", "setup_notebook"]
+__all__ = ["asset_report", "cpu_model", "machine_info", "package_versions", "record_benchmark", "setup_notebook"]
 
 KEY_PACKAGES = (
     "llm-course", "torch", "transformers", "tokenizers", "peft", "tiktoken", "gguf", "numpy", "scipy",
@@ -44,11 +44,24 @@ def _memory_bytes() -> int:
     return psutil.virtual_memory().total
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name ("AMD EPYC 9B14", "Intel(R) Xeon(R) ...") where the system tells it,
+    else the architecture: two runs of one benchmark compare only on the same CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # Linux
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict[str, object]:
     """CPU, memory, accelerator and library versions: recorded beside every measurement."""
     info: dict[str, object] = {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
+        "cpu_vector_isa": torch.backends.cpu.get_cpu_capability(),  # the kernels PyTorch picked: AVX2, AVX512, ...
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "memory_gb": round(_memory_bytes() / 1e9, 1),
