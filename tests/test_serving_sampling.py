@@ -4,7 +4,14 @@ import pytest
 import torch
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor, TopKLogitsWarper, TopPLogitsWarper
 
-from course_utils.serving.sampling import SamplingParams, apply_repetition_penalty, sample, top_k_mask, top_p_mask
+from course_utils.serving.sampling import (
+    SamplingParams,
+    apply_repetition_penalty,
+    row_argmax,
+    sample,
+    top_k_mask,
+    top_p_mask,
+)
 
 
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.5, 0.9, 0.99])
@@ -162,3 +169,19 @@ def test_greedy_rows_never_pick_nan_and_pick_infinity_first(all_greedy):
     params = [greedy] * 4 if all_greedy else [greedy, greedy, greedy, SamplingParams(temperature=0, top_k=1)]
     out = sample(logits, params, [torch.tensor([], dtype=torch.long)] * 4, [None] * 4).tolist()
     assert out[0] == 2 and out[1] == 1 and 0 <= out[2] < 4 and out[3] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_row_argmax_is_torch_argmax_on_ties_nan_and_minus_infinity(dtype):
+    logits = torch.randn(8, 1000, generator=torch.Generator().manual_seed(0)).to(dtype)
+    logits[1, [10, 20, 900]] = 50.0  # a tie: the first wins
+    logits[2, [30, 40]] = float("nan")  # NaN ranks first, the first NaN wins
+    logits[3] = float("-inf")
+    logits[4, 999] = float("inf")
+    logits[5] = 0.0
+    ids = row_argmax(logits)
+    assert ids.dtype == torch.long and ids.shape == (8,)
+    assert torch.equal(ids, logits.argmax(-1))
+    assert ids[1:6].tolist() == [10, 30, 0, 999, 0]
+    strided = logits.t().contiguous().t()  # the same values, columns contiguous
+    assert torch.equal(row_argmax(strided), ids)
