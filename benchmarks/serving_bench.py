@@ -29,6 +29,13 @@ tokens it asked for:
    engine's own weight matmuls with nothing between them, on 64 rows, between the same blocks: the
    share a step could reach if attention, elementwise work and Python took no time at all (the
    model's 0.5 GB of weights come from memory at every step; the roof's matrices stay in cache).
+   Where that ceiling is below the goal (``goal_within_reach`` false), the machine's own matmul
+   library cannot run these weights fast enough on 64 rows, and no step can meet the goal there.
+
+5. **llama.cpp beside it** (where the optional ``anchor`` extra is installed): the 16 requests of
+   (1) sent at once to llama.cpp's server, ``course_utils/serving/llama_cpp_anchor.py``, on the
+   course's GGUF as shipped and on the same file de-quantized to float32 (the engine's weights):
+   output tokens/s, one request's rate alone, and how many greedy answers equal the engine's.
 
 Writes benchmarks/results/serving.json.
 """
@@ -119,8 +126,11 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
               "matmul_gflops_median": round(statistics.median(matmul) / 1e9, 2), "goal": GOAL_SHARE_64}
     if weights_alone:  # the ceiling: the share a step would reach if nothing but its weight matmuls took time
         alone = statistics.median(weights_alone)
+        ceiling = 2 * n_params * WIDE / alone / roof
         result["weights_alone"] = {"median_ms": round(1e3 * alone, 1), "passes": len(weights_alone),
-                                   "share_of_matmul": round(2 * n_params * WIDE / alone / roof, 3)}
+                                   "share_of_matmul": round(ceiling, 3),
+                                   # below the goal, no step can meet it here: the weight matmuls alone fall short
+                                   "goal_within_reach": ceiling >= GOAL_SHARE_64}
     for path, times in paths.items():
         cache.in_place = path == "in_place"
         breakdown = profile_steps(engine, PROFILED_STEPS)
@@ -137,6 +147,55 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
         result["in_place_speedup"] = round(result["gather"]["median_step_ms"] / result["in_place"]["median_step_ms"], 2)
     best = result["in_place" if kernel else "gather"]
     result["share_of_matmul"], result["meets_goal"] = best["share_of_matmul"], best["meets_goal"]
+    return result
+
+
+def answer(tokenizer, output) -> str:
+    """A request's text up to its first end-of-text token (``ignore_eos`` runs past it; llama.cpp's
+    ``min_tokens`` instead bans that token, so the two agree only up to there)."""
+    ids = output.outputs[0].token_ids
+    end = ids.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in ids else len(ids)
+    return tokenizer.decode(ids[:end], skip_special_tokens=True)
+
+
+def llama_cpp_beside(prompts: list[str], max_tokens: int, engine_tps: float, engine_answers: list[str]) -> dict:
+    """llama.cpp's server on the same prompts, all sent at once, on the course's GGUF as it is and
+    de-quantized to float32 (the engine's own weights); skipped, with the reason, where the optional
+    extra is not installed. ``same_answer_as_engine``: requests whose text begins with the engine's
+    greedy answer (up to its end-of-text), out of all of them."""
+    import tempfile
+
+    import torch
+
+    from course_utils import assets
+    from course_utils.serving.llama_cpp_anchor import LlamaCppServer, dequantized_gguf, llama_cpp_missing
+
+    missing = llama_cpp_missing()
+    if missing:
+        print(f"llama.cpp anchor skipped: {missing}")
+        return {"ran": False, "why": missing}
+    from importlib.metadata import version
+
+    result = {"ran": True, "llama_cpp_python": version("llama_cpp_python"), "requests": len(prompts),
+              "max_tokens": max_tokens, "threads": torch.get_num_threads(), "engine_tokens_per_s": round(engine_tps, 2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        asset = assets.asset_path(DEFAULT_MODEL)
+        files = {"gguf_as_shipped": asset, "float32": dequantized_gguf(asset, Path(tmp) / "float32.gguf")}
+        for label, path in files.items():
+            try:
+                with LlamaCppServer(path, threads=result["threads"]) as server:
+                    server.completions(prompts[-1:], 2)  # warm-up (llama.cpp then reuses the shared chat prefix)
+                    alone = server.completions(prompts[:1], max_tokens)["tokens_per_s"]
+                    run = server.completions(prompts, max_tokens)
+            except RuntimeError as err:  # recorded, not fatal: a crash of llama.cpp is a finding of the run
+                result[label] = {"failed": str(err), "file_mb": round(path.stat().st_size / 1e6, 1)}
+                continue
+            texts = run.pop("texts")
+            run["one_request_alone_tokens_per_s"] = alone  # nothing else in flight: sixteen at once gain nothing on it
+            run["file_mb"] = round(path.stat().st_size / 1e6, 1)
+            run["engine_speedup"] = round(engine_tps / run["tokens_per_s"], 2)
+            run["same_answer_as_engine"] = sum(t.startswith(a) for t, a in zip(texts, engine_answers, strict=True))
+            result[label] = run
     return result
 
 
@@ -163,10 +222,10 @@ def main() -> None:
     # 1. concurrency 16, 64 tokens each
     sequential_tps = 4 * 64 / sum(static_batch_generate(hf_model, tokenizer, [p], 64).total_s for p in prompts[:4])
     start = time.perf_counter()
-    outs = llm.generate(prompts[:16], SamplingParams(temperature=0, max_tokens=64, ignore_eos=True))
+    outs_16 = llm.generate(prompts[:16], SamplingParams(temperature=0, max_tokens=64, ignore_eos=True))
     engine_s = time.perf_counter() - start
-    engine_tps = sum(len(o.outputs[0].token_ids) for o in outs) / engine_s
-    ttfts = sorted(o.metrics.time_to_first_token for o in outs)
+    engine_tps = sum(len(o.outputs[0].token_ids) for o in outs_16) / engine_s
+    ttfts = sorted(o.metrics.time_to_first_token for o in outs_16)
 
     # 2. mixed output lengths, batch size 16
     rng = random.Random(0)
@@ -209,6 +268,7 @@ def main() -> None:
                           "cheaper_steps": round((static_s / static_steps) / (continuous_s / engine_steps), 2),
                           "speedup": round(static_s / continuous_s, 2), "target": TARGET_MIXED},
         "decode_64": decode_at_64(hf_model, tokenizer, prompts[:WIDE]),
+        "llama_cpp": llama_cpp_beside(prompts[:16], 64, engine_tps, [answer(tokenizer, o) for o in outs_16]),
         "decode_flops": {"engine_decode_flops_per_s": round(decode_flops / 1e9, 2),
                          "matmul_flops_per_s": round(matmul / 1e9, 2), "unit": "GFLOP/s",
                          "share_of_matmul": round(decode_flops / matmul, 3),
@@ -218,6 +278,12 @@ def main() -> None:
                               and result["mixed_lengths"]["speedup"] >= TARGET_MIXED)
     result = record_benchmark(RESULTS, "serving", **result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    d64 = result["decode_64"]
+    reach = d64.get("weights_alone", {}).get("goal_within_reach")
+    print(f"64 sequences: {d64['share_of_matmul']:.3f} of matmul FLOP/s, goal {GOAL_SHARE_64} "
+          f"{'met' if d64['meets_goal'] else 'not met'}" + ("" if reach is None else
+          f"; the weight matmuls alone reach {d64['weights_alone']['share_of_matmul']:.3f}, so the goal is "
+          f"{'within' if reach else 'out of'} reach on this machine"))
     if not result["meets_target"]:
         raise SystemExit("a speedup is below its target")
 
