@@ -182,20 +182,20 @@ def llama_cpp_beside(prompts: list[str], max_tokens: int, engine_tps: float, eng
         asset = assets.asset_path(DEFAULT_MODEL)
         files = {"gguf_as_shipped": asset, "float32": dequantized_gguf(asset, Path(tmp) / "float32.gguf")}
         for label, path in files.items():
+            result[label] = {"file_mb": round(path.stat().st_size / 1e6, 1)}
             try:
                 with LlamaCppServer(path, threads=result["threads"]) as server:
                     server.completions(prompts[-1:], 2)  # warm-up (llama.cpp then reuses the shared chat prefix)
                     alone = server.completions(prompts[:1], max_tokens)["tokens_per_s"]
                     run = server.completions(prompts, max_tokens)
             except RuntimeError as err:  # recorded, not fatal: a crash of llama.cpp is a finding of the run
-                result[label] = {"failed": str(err), "file_mb": round(path.stat().st_size / 1e6, 1)}
+                result[label]["failed"] = str(err)
                 continue
             texts = run.pop("texts")
             run["one_request_alone_tokens_per_s"] = alone  # nothing else in flight: sixteen at once gain nothing on it
-            run["file_mb"] = round(path.stat().st_size / 1e6, 1)
             run["engine_speedup"] = round(engine_tps / run["tokens_per_s"], 2)
             run["same_answer_as_engine"] = sum(t.startswith(a) for t, a in zip(texts, engine_answers, strict=True))
-            result[label] = run
+            result[label].update(run)
     return result
 
 

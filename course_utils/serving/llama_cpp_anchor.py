@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+
+from course_utils.serving.server import free_port
 
 __all__ = ["LlamaCppServer", "concurrent_completions", "dequantized_gguf", "llama_cpp_missing"]
 
@@ -78,12 +79,6 @@ def dequantized_gguf(source: Path, target: Path) -> Path:
     return target
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LlamaCppServer:
     """``python -m llama_cpp.server`` on ``model`` in a child process, for a ``with`` block.
 
@@ -104,7 +99,7 @@ class LlamaCppServer:
         self._process: subprocess.Popen | None = None
 
     def __enter__(self) -> LlamaCppServer:
-        port = _free_port()
+        port = free_port()
         self._log = tempfile.TemporaryFile("w+")
         self.url = f"http://127.0.0.1:{port}"
         self._process = subprocess.Popen(
@@ -116,7 +111,9 @@ class LlamaCppServer:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self._process.returncode}: {self.log_tail()}")
+                message = f"llama_cpp.server exited with {self._process.returncode}: {self.log_tail()}"
+                self.__exit__(None, None, None)
+                raise RuntimeError(message)
             try:
                 if httpx.get(f"{self.url}/v1/models", timeout=2.0).status_code == 200:
                     return self

@@ -55,7 +55,7 @@ from course_utils.serving.tools import (
 )
 
 __all__ = ["BODY_TIMEOUT_S", "MAX_CHOICES", "MAX_LOGPROBS", "MAX_STOP_CHARS", "MAX_STOP_STRINGS", "AsyncEngine",
-           "BodyLimits", "background_server", "bind_socket", "create_app", "serve"]
+           "BodyLimits", "background_server", "bind_socket", "create_app", "free_port", "serve"]
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit on `stop`
 MAX_STOP_CHARS = 256  # each stop string is searched for in the whole reply at every token
@@ -533,9 +533,7 @@ def background_server(engine: LLMEngine, model_name: str, port: int | None = Non
     import uvicorn
 
     if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
     async_engine = AsyncEngine(engine)
     app = create_app(async_engine, model_name, body_timeout_s)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -552,6 +550,13 @@ def background_server(engine: LLMEngine, model_name: str, port: int | None = Non
         server.should_exit = True
         thread.join(timeout=10)
         async_engine.shutdown()
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on at the moment of asking (the system picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
