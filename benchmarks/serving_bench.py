@@ -15,7 +15,7 @@ tokens it asked for:
    forward passes over the engine's (scheduling: no step is spent on a finished request; the
    last long requests still decode almost alone at the end, the "tail", which caps this factor
    near 1.5x for this mix), and ``cheaper_steps``, the time of a static step over the time of an
-   engine step (the engine's weights are stacked and prepacked for oneDNN, see
+   engine step (the engine's weights are stacked and prepacked for oneDNN or MKL, see
    ``course_utils/serving/fused_model.py``, and its decode attention reads the paged pool in
    place, ``course_utils/serving/paged_kernel.py``).
 3. **decode FLOP/s**: 2 x parameters FLOPs per generated token, at the engine's decode rate,
@@ -28,9 +28,11 @@ tokens it asked for:
    blocks of 10 steps, so the JSON compares the two in the same run. ``weights_alone`` times the
    engine's own weight matmuls with nothing between them, on 64 rows, between the same blocks: the
    share a step could reach if attention, elementwise work and Python took no time at all (the
-   model's 0.5 GB of weights come from memory at every step; the roof's matrices stay in cache).
-   Where that ceiling is below the goal (``goal_within_reach`` false), the machine's own matmul
-   library cannot run these weights fast enough on 64 rows, and no step can meet the goal there.
+   model's 0.5 GB of weights come from memory at every step; the roof's matrices stay in cache),
+   with the library the engine measured faster for a full batch of 64 rows (MKL or oneDNN), and
+   the other library's pass beside it (``median_ms_by_library``).
+   Where that ceiling is below the goal (``goal_within_reach`` false), the machine's matmul
+   libraries cannot run these weights fast enough on 64 rows, and no step can meet the goal there.
 
 5. **llama.cpp beside it** (where the optional ``anchor`` extra is installed): the 16 requests of
    (1) sent at once to llama.cpp's server, ``course_utils/serving/llama_cpp_anchor.py``, on the
@@ -57,26 +59,6 @@ MIXED_REQUESTS, BATCH = 96, 16
 WIDE, WARM_STEPS, TIMED_STEPS, BLOCK_STEPS, PROFILED_STEPS = 64, 10, 30, 10, 20
 
 
-def weights_alone_seconds(fused, rows: int) -> float:
-    """One pass of the engine's weight matrix multiplies alone, in the forward's order, on ``rows``
-    random rows: each layer's stacked qkv, o, stacked gate-up and down, then the vocabulary head.
-    Nothing else runs between them, so a decode step of ``rows`` sequences cannot be faster."""
-    import torch
-
-    layers = list(zip(fused.qkv, fused.o, fused.gate_up, fused.down, strict=True))
-    inputs = {}
-    for linear in [fused.lm_head, *(p for layer in layers for p in layer)]:
-        width = linear.sources[0].in_features
-        inputs.setdefault(width, torch.randn(1, rows, width))
-    with torch.inference_mode():
-        start = time.perf_counter()
-        for layer in layers:
-            for linear in layer:
-                linear(inputs[linear.sources[0].in_features])
-        fused.lm_head(inputs[fused.lm_head.sources[0].in_features])
-        return time.perf_counter() - start
-
-
 def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     """Median decode step with WIDE sequences running, its FLOP/s share and its time breakdown.
 
@@ -89,6 +71,7 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     from course_utils.serving import LLM, SamplingParams
     from course_utils.serving.fused_model import FusedLlama
     from course_utils.serving.paged_kernel import kernel_status
+    from course_utils.serving.prepacked import can_pack_for_mkl
     from course_utils.serving.roofline import matmul_flops
     from course_utils.serving.step_profile import profile_steps
 
@@ -107,12 +90,19 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     shortest = min(len(s) for s in seqs)
     paths = {"in_place": [], "gather": []} if kernel else {"gather": []}
     fused = engine.runner.forward_model if isinstance(engine.runner.forward_model, FusedLlama) else None
-    matmul, weights_alone = [], []
+    # the same weights packed for the library the engine did not choose for a full batch, timed beside it
+    other = None
+    if fused is not None and can_pack_for_mkl():
+        library = next(lib for lib in FusedLlama.FULL_BATCH_LIBRARIES if lib != fused.full_batch)
+        other = FusedLlama(engine.runner.model, WIDE, full_batch=library)
+    matmul, weights_alone, weights_other = [], [], []
     for _ in range(TIMED_STEPS // BLOCK_STEPS):
         for path, times in paths.items():
             matmul += [matmul_flops(repeats=1) for _ in range(2)]
-            if fused is not None:  # a stacked, prepacked forward (oneDNN on the CPU): time its matmuls alone
-                weights_alone += [weights_alone_seconds(fused, WIDE) for _ in range(2)]
+            if fused is not None:  # a stacked, prepacked forward (the CPU's): time its matmuls alone
+                weights_alone += [fused.weights_pass_seconds(WIDE) for _ in range(2)]
+            if other is not None:
+                weights_other += [other.weights_pass_seconds(WIDE) for _ in range(2)]
             cache.in_place = path == "in_place"
             for _ in range(BLOCK_STEPS):
                 assert len(engine.scheduler.running) == WIDE
@@ -130,7 +120,12 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
         result["weights_alone"] = {"median_ms": round(1e3 * alone, 1), "passes": len(weights_alone),
                                    "share_of_matmul": round(ceiling, 3),
                                    # below the goal, no step can meet it here: the weight matmuls alone fall short
-                                   "goal_within_reach": ceiling >= GOAL_SHARE_64}
+                                   "goal_within_reach": ceiling >= GOAL_SHARE_64,
+                                   "full_batch_library": fused.full_batch}
+        if other is not None:  # the choice the engine measured at start, checked over the whole run
+            by_library = {fused.full_batch: alone, other.full_batch: statistics.median(weights_other)}
+            result["weights_alone"]["median_ms_by_library"] = {k: round(1e3 * v, 1) for k, v in by_library.items()}
+            result["weights_alone"]["faster_library"] = min(by_library, key=by_library.get)
     for path, times in paths.items():
         cache.in_place = path == "in_place"
         breakdown = profile_steps(engine, PROFILED_STEPS)

@@ -7,7 +7,7 @@ from torch import nn
 from course_utils.architecture.rope import RopeScaling
 from course_utils.architecture.transformer import KVCache, Llama, LlamaConfig
 from course_utils.serving.fused_model import FusedLlama
-from course_utils.serving.prepacked import can_prepack
+from course_utils.serving.prepacked import can_pack_for_mkl, can_prepack
 
 pytestmark = pytest.mark.skipif(not can_prepack(nn.Linear(2, 2)), reason="this PyTorch build has no oneDNN packing")
 
@@ -78,3 +78,49 @@ def test_a_model_with_lora_layers_is_served_through_a_prepacked_copy_with_its_lo
     with torch.inference_mode():
         expected = model(torch.tensor([seq.token_ids]))[0, -1]
     assert torch.allclose(logits, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("library", FusedLlama.FULL_BATCH_LIBRARIES)
+def test_a_full_batch_gives_the_models_logits_with_either_library(library):
+    if library == "mkl" and not can_pack_for_mkl():
+        pytest.skip("this PyTorch build has no MKL packing")
+    torch.manual_seed(3)
+    model = Llama(LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=6, n_kv_heads=2, ffn_dim=96))
+    model.init_weights()
+    ids, at = torch.randint(0, 64, (1, 10)), torch.arange(10)  # 10 rows through every projection and the head
+    fused = FusedLlama(model, rows_hint=10, full_batch=library)
+    assert fused.full_batch == library
+    assert all((lin.mkl_packed is not None) == (library == "mkl") for lin in fused.linears)
+    with torch.inference_mode():
+        got = fused(ids, KVCache(model.config, 1, 10), torch.arange(10), at)
+        expected = model(ids, KVCache(model.config, 1, 10), positions=torch.arange(10), logits_at=at)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_full_batch_library_is_measured_once_per_shape_and_a_wrong_name_is_refused(monkeypatch):
+    torch.manual_seed(4)
+    model = Llama(LlamaConfig(vocab_size=64, dim=40, n_layers=1, n_heads=5, n_kv_heads=1, ffn_dim=72))
+    model.init_weights()
+    timed = []
+    monkeypatch.setattr(FusedLlama, "_time_libraries", lambda self: timed.append(1) or "onednn")
+    first, second = FusedLlama(model, rows_hint=6), FusedLlama(model, rows_hint=6)
+    assert first.full_batch == second.full_batch == "onednn"
+    assert len(timed) == (1 if can_pack_for_mkl() else 0)  # without MKL there is nothing to measure
+    with pytest.raises(ValueError, match="full_batch must be one of"):
+        FusedLlama(model, rows_hint=6, full_batch="blas")
+
+
+@pytest.mark.skipif(not can_pack_for_mkl(), reason="this PyTorch build has no MKL packing")
+def test_measuring_the_libraries_times_both_and_keeps_the_faster(monkeypatch):
+    torch.manual_seed(5)
+    model = Llama(LlamaConfig(vocab_size=64, dim=24, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=40))
+    model.init_weights()
+    fused = FusedLlama(model, rows_hint=3, full_batch="onednn")
+    seen = []
+
+    def fake_pass(self, rows):  # MKL "takes" 1 s, oneDNN 2 s: the measurement must keep MKL
+        seen.append(self.lm_head.mkl_packed is not None)
+        return 1.0 if seen[-1] else 2.0
+
+    monkeypatch.setattr(FusedLlama, "weights_pass_seconds", fake_pass)
+    assert fused._time_libraries() == "mkl" and set(seen) == {True, False}

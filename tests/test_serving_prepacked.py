@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from course_utils.architecture.transformer import Llama, LlamaConfig
-from course_utils.serving.prepacked import PrepackedLinear, can_prepack, prepacked_copy
+from course_utils.serving.prepacked import PrepackedLinear, can_pack_for_mkl, can_prepack, prepacked_copy
 
 pytestmark = pytest.mark.skipif(not can_prepack(nn.Linear(2, 2)), reason="this PyTorch build has no oneDNN packing")
 
@@ -86,3 +86,40 @@ def test_stacking_refuses_layers_that_do_not_fit_together():
         PrepackedLinear([nn.Linear(4, 4), nn.Linear(4, 4, bias=False)], rows_hint=4)
     with pytest.raises(ValueError, match="one or more"):
         PrepackedLinear([], rows_hint=4)
+
+
+mkl_only = pytest.mark.skipif(not can_pack_for_mkl(), reason="this PyTorch build has no MKL packing")
+
+
+@mkl_only
+@pytest.mark.parametrize("rows", [1, 15, 16, 17])
+def test_an_mkl_packed_full_batch_gives_the_same_product_at_every_row_count(rows):
+    torch.manual_seed(rows)
+    linears = [nn.Linear(96, 80), nn.Linear(96, 48)]
+    packed = PrepackedLinear(linears, rows_hint=16, full_batch_mkl=True)
+    x = torch.randn(rows, 96)
+    assert _close(packed(x), torch.cat([lin(x) for lin in linears], dim=-1).detach())
+
+
+@mkl_only
+def test_only_a_full_batch_is_served_from_the_mkl_copy_and_dropping_it_frees_it():
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 48, bias=False)
+    packed = PrepackedLinear(linear, rows_hint=8, full_batch_mkl=True)
+    # swap in an MKL copy of twice the weight: only the products it serves double
+    packed.mkl_packed = torch.ops.mkl._mkl_reorder_linear_weight(2 * linear.weight.detach(), 8)
+    assert _close(packed(x := torch.randn(8, 32)), 2 * linear(x).detach())
+    assert _close(packed(x := torch.randn(7, 32)), linear(x).detach())
+    packed.use_mkl_for_full_batch(False)
+    assert packed.mkl_packed is None and _close(packed(x := torch.randn(8, 32)), linear(x).detach())
+
+
+@mkl_only
+def test_the_mkl_copy_follows_its_weight_when_it_changes():
+    torch.manual_seed(2)
+    linear = nn.Linear(32, 48)
+    packed, x = PrepackedLinear(linear, rows_hint=4, full_batch_mkl=True), torch.randn(4, 32)
+    with torch.no_grad():
+        linear.weight.mul_(-2.0)
+        linear.bias.add_(1.0)
+    assert _close(packed(x), linear(x).detach())

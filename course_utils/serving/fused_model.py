@@ -10,7 +10,9 @@ and ``MergedColumnParallelLinear``):
 * the rotary embedding turns the queries and keys in one call;
 * the norms are ``F.rms_norm``, one operator each;
 * every weight is packed once for oneDNN (:class:`~course_utils.serving.prepacked.PrepackedLinear`,
-  repacked if the model's weights change), and no ``nn.Module`` call sits between them.
+  repacked if the model's weights change), and no ``nn.Module`` call sits between them;
+* a full batch (exactly ``rows_hint`` rows) goes to MKL's packed kernels instead where, timed on
+  this machine when the first such model is built, they run its weights faster than oneDNN.
 
 It reads the model's parameters at every call, shares them (nothing is copied but the packed
 matrices) and must give the model's logits: ``tests/test_serving_fused_model.py`` holds it to that.
@@ -18,22 +20,31 @@ matrices) and must give the model's logits: ``tests/test_serving_fused_model.py`
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course_utils.architecture.rope import apply_rope, rope_cos_sin
 from course_utils.architecture.transformer import ATTENTION_FUNCTIONS, Llama
-from course_utils.serving.prepacked import PrepackedLinear
+from course_utils.serving.prepacked import PrepackedLinear, can_pack_for_mkl
 
 __all__ = ["FusedLlama"]
+
+_MEASURED_FULL_BATCH: dict[tuple, str] = {}  # (rows_hint, every projection's shape) -> the library timed faster
 
 
 class FusedLlama:
     """``model``'s forward pass over a cache with stacked, prepacked projections (CPU, float32).
 
     ``rows_hint``: the number of rows the packing is tuned for (the engine's ``max_num_seqs``).
+    ``full_batch``: the library for products of exactly ``rows_hint`` rows: ``"onednn"``, ``"mkl"``
+    or ``"measure"`` (time one pass of the weights each way, keep the faster; measured once per
+    process for a model's shapes, then remembered). :attr:`full_batch` says which one serves.
     """
+
+    FULL_BATCH_LIBRARIES = ("onednn", "mkl")
 
     @staticmethod
     def supports(model: Llama) -> bool:
@@ -44,7 +55,7 @@ class FusedLlama:
             projections += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
         return all(type(p) is nn.Linear for p in projections)
 
-    def __init__(self, model: Llama, rows_hint: int):
+    def __init__(self, model: Llama, rows_hint: int, full_batch: str = "measure"):
         if not self.supports(model):
             raise ValueError("FusedLlama stacks plain nn.Linear layers; this model wraps some: use prepacked_copy")
         self.model = model
@@ -56,6 +67,52 @@ class FusedLlama:
             self.gate_up.append(PrepackedLinear([mlp.gate_proj, mlp.up_proj], rows_hint))
             self.down.append(PrepackedLinear(mlp.down_proj, rows_hint))
         self.lm_head = PrepackedLinear(model.lm_head, rows_hint)
+        self.rows_hint = rows_hint
+        self.full_batch = self._choose_full_batch(full_batch)
+
+    @property
+    def linears(self) -> list[PrepackedLinear]:
+        """Every packed projection in the forward's order: each layer's qkv, o, gate-up, down, then the head."""
+        layers = zip(self.qkv, self.o, self.gate_up, self.down, strict=True)
+        return [*(linear for layer in layers for linear in layer), self.lm_head]
+
+    def weights_pass_seconds(self, rows: int) -> float:
+        """Wall seconds of one pass of the weight matrix multiplies alone, in the forward's order, on
+        ``rows`` random rows: nothing else runs between them, so no step of ``rows`` tokens is faster."""
+        inputs = {}
+        for linear in self.linears:
+            width = linear.sources[0].in_features
+            inputs.setdefault(width, torch.randn(1, rows, width))
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for linear in self.linears:
+                linear(inputs[linear.sources[0].in_features])
+            return time.perf_counter() - start
+
+    def _choose_full_batch(self, choice: str) -> str:
+        if choice not in (*self.FULL_BATCH_LIBRARIES, "measure"):
+            raise ValueError(f"full_batch must be one of {self.FULL_BATCH_LIBRARIES} or 'measure', not {choice!r}")
+        if choice == "measure":
+            if not can_pack_for_mkl():
+                return "onednn"
+            key = (self.rows_hint, *((s.in_features, s.out_features) for lin in self.linears for s in lin.sources))
+            if key not in _MEASURED_FULL_BATCH:
+                _MEASURED_FULL_BATCH[key] = self._time_libraries()
+            choice = _MEASURED_FULL_BATCH[key]
+        for linear in self.linears:
+            if linear.full_batch_mkl != (choice == "mkl"):
+                linear.use_mkl_for_full_batch(choice == "mkl")
+        return choice
+
+    def _time_libraries(self, repeats: int = 3) -> str:
+        """The library that ran a full batch through the weights faster: best of ``repeats`` passes each."""
+        best = {}
+        for library in self.FULL_BATCH_LIBRARIES:
+            for linear in self.linears:
+                linear.use_mkl_for_full_batch(library == "mkl")
+            self.weights_pass_seconds(self.rows_hint)  # warm-up
+            best[library] = min(self.weights_pass_seconds(self.rows_hint) for _ in range(repeats))
+        return min(best, key=best.get)
 
     def __call__(self, ids: torch.Tensor, cache, positions: torch.Tensor, logits_at: torch.Tensor) -> torch.Tensor:
         """Logits (1, K, V) at the K indices ``logits_at`` of the packed tokens ``ids`` (1, N) at

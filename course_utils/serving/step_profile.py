@@ -28,7 +28,8 @@ from course_utils.serving.model_runner import ATTENTION_SCOPE
 
 __all__ = ["ATTENTION_SCOPE", "StepBreakdown", "profile_steps"]
 
-_WEIGHT_OPS = ("aten::addmm", "aten::mm", "aten::linear", "mkldnn::_linear_pointwise", "aten::matmul")
+_WEIGHT_OPS = ("aten::addmm", "aten::mm", "aten::linear", "mkldnn::_linear_pointwise", "mkl::_mkl_linear",
+               "aten::matmul")
 
 
 @dataclass
