@@ -6,18 +6,22 @@ from torch import nn
 
 from course_utils.architecture.rope import RopeScaling
 from course_utils.architecture.transformer import KVCache, Llama, LlamaConfig
+from course_utils.serving import fused_elementwise
 from course_utils.serving.fused_model import FusedLlama
+from course_utils.serving.paged_kernel import kernel_status
 from course_utils.serving.prepacked import can_pack_for_mkl, can_prepack
 
 pytestmark = pytest.mark.skipif(not can_prepack(nn.Linear(2, 2)), reason="this PyTorch build has no oneDNN packing")
 
 
-def _logits_both_ways(model: Llama, ids: torch.Tensor, logits_at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _logits_both_ways(model: Llama, ids: torch.Tensor, logits_at: torch.Tensor,
+                      fuse_elementwise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     positions = torch.arange(ids.shape[1])
     with torch.inference_mode():
         expected = model(ids, KVCache(model.config, 1, ids.shape[1]), positions=positions, logits_at=logits_at)
-        fused = FusedLlama(model, rows_hint=8)(ids, KVCache(model.config, 1, ids.shape[1]), positions, logits_at)
-    return fused, expected
+        fused = FusedLlama(model, rows_hint=8, fuse_elementwise=fuse_elementwise)
+        got = fused(ids, KVCache(model.config, 1, ids.shape[1]), positions, logits_at)
+    return got, expected
 
 
 @pytest.mark.parametrize("config", [
@@ -27,7 +31,10 @@ def _logits_both_ways(model: Llama, ids: torch.Tensor, logits_at: torch.Tensor) 
     LlamaConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64, head_dim=24,
                 rope_scaling=RopeScaling("yarn", factor=4.0, original_max_position=16)),
 ], ids=["gqa", "mha", "yarn-head24"])
-def test_fused_logits_equal_the_models(config):
+@pytest.mark.parametrize("fuse_elementwise", [False, True], ids=["torch-elementwise", "compiled-elementwise"])
+def test_fused_logits_equal_the_models(config, fuse_elementwise):
+    if fuse_elementwise and not fused_elementwise.available():
+        pytest.skip(f"the compiled loops were not built here: {kernel_status()}")
     torch.manual_seed(0)
     model = Llama(config)
     model.init_weights()
@@ -35,7 +42,7 @@ def test_fused_logits_equal_the_models(config):
         if param.dim() == 1:
             nn.init.uniform_(param, 0.5, 1.5)
     ids = torch.randint(0, 64, (1, 12))
-    fused, expected = _logits_both_ways(model, ids, torch.tensor([3, 11]))
+    fused, expected = _logits_both_ways(model, ids, torch.tensor([3, 11]), fuse_elementwise)
     assert fused.shape == expected.shape == (1, 2, 64)
     assert torch.allclose(fused, expected, atol=1e-5, rtol=1e-4)
 

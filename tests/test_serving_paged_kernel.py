@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils.serving import paged_kernel
-from course_utils.serving.paged_kernel import kernel_status, load_kernel, paged_decode_attention
+from course_utils.serving.paged_kernel import kernel_status, load_kernel, load_library, paged_decode_attention
 
 needs_kernel = pytest.mark.skipif(load_kernel() is None, reason=f"kernel not built here: {kernel_status()}")
 
@@ -104,9 +104,9 @@ def test_without_a_compiler_the_kernel_is_none_and_says_why(monkeypatch):
     monkeypatch.setattr(paged_kernel, "_status", paged_kernel._status)  # restored after the test
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setattr(paged_kernel.shutil, "which", lambda name: None)
-    assert load_kernel.__wrapped__() is None and "no C compiler" in kernel_status()
+    assert load_library.__wrapped__() is None and "no C compiler" in kernel_status()
     monkeypatch.setenv("CC", "/nonexistent/cc")
-    assert load_kernel.__wrapped__() is None and "the build failed" in kernel_status()
+    assert load_library.__wrapped__() is None and "the build failed" in kernel_status()
 
 
 @needs_kernel
@@ -117,4 +117,4 @@ def test_a_kernel_that_builds_but_cannot_load_is_none_and_says_why(monkeypatch):
         raise OSError(f"{path}: failed to map segment from shared object")
 
     monkeypatch.setattr(paged_kernel.ctypes, "CDLL", refuse)
-    assert load_kernel.__wrapped__() is None and "could not be loaded" in kernel_status()
+    assert load_library.__wrapped__() is None and "could not be loaded" in kernel_status()

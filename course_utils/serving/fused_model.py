@@ -7,8 +7,10 @@ computes with fewer calls, the way serving engines lay out their models (vLLM's 
 and ``MergedColumnParallelLinear``):
 
 * q, k and v come from one matrix multiply (their weights stacked), and so do gate and up;
-* the rotary embedding turns the queries and keys in one call;
-* the norms are ``F.rms_norm``, one operator each;
+* the elementwise work between the matrix multiplies (residual add and norm, SiLU and gate, the
+  rotary embedding of queries and keys) runs as one compiled loop per piece
+  (:mod:`~course_utils.serving.fused_elementwise`), or as PyTorch operators where no C compiler
+  built those loops;
 * every weight is packed once for oneDNN (:class:`~course_utils.serving.prepacked.PrepackedLinear`,
   repacked if the model's weights change), and no ``nn.Module`` call sits between them;
 * a full batch (exactly ``rows_hint`` rows) goes to MKL's packed kernels instead where, timed on
@@ -28,6 +30,7 @@ from torch import nn
 
 from course_utils.architecture.rope import apply_rope, rope_cos_sin
 from course_utils.architecture.transformer import ATTENTION_FUNCTIONS, Llama
+from course_utils.serving import fused_elementwise
 from course_utils.serving.prepacked import PrepackedLinear, can_pack_for_mkl
 
 __all__ = ["FusedLlama"]
@@ -42,6 +45,7 @@ class FusedLlama:
     ``full_batch``: the library for products of exactly ``rows_hint`` rows: ``"onednn"``, ``"mkl"``
     or ``"measure"`` (time one pass of the weights each way, keep the faster; measured once per
     process for a model's shapes, then remembered). :attr:`full_batch` says which one serves.
+    ``fuse_elementwise``: run the elementwise work as compiled loops (default: where they were built).
     """
 
     FULL_BATCH_LIBRARIES = ("onednn", "mkl")
@@ -55,10 +59,14 @@ class FusedLlama:
             projections += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
         return all(type(p) is nn.Linear for p in projections)
 
-    def __init__(self, model: Llama, rows_hint: int, full_batch: str = "measure"):
+    def __init__(self, model: Llama, rows_hint: int, full_batch: str = "measure",
+                 fuse_elementwise: bool | None = None):
         if not self.supports(model):
             raise ValueError("FusedLlama stacks plain nn.Linear layers; this model wraps some: use prepacked_copy")
+        if fuse_elementwise and not fused_elementwise.available():
+            raise ValueError("fuse_elementwise needs the compiled loops, not built here: see kernel_status()")
         self.model = model
+        self.fuse_elementwise = fused_elementwise.available() if fuse_elementwise is None else fuse_elementwise
         self.qkv, self.o, self.gate_up, self.down = [], [], [], []
         for block in model.layers:
             a, mlp = block.self_attn, block.mlp
@@ -117,6 +125,8 @@ class FusedLlama:
     def __call__(self, ids: torch.Tensor, cache, positions: torch.Tensor, logits_at: torch.Tensor) -> torch.Tensor:
         """Logits (1, K, V) at the K indices ``logits_at`` of the packed tokens ``ids`` (1, N) at
         ``positions`` (N,); their keys and values go to ``cache`` (its ``attend``, as in Llama)."""
+        if self.fuse_elementwise:
+            return self._forward_fused(ids, cache, positions, logits_at)
         m, c = self.model, self.model.config
         n, heads, kv_heads, eps = ids.shape[1], c.n_heads, c.n_kv_heads, c.norm_eps
         cos, sin = rope_cos_sin(positions, m.inv_freq, m.attention_factor)  # (N, hd) each
@@ -132,3 +142,27 @@ class FusedLlama:
             x = x + self.down[i](F.silu(gate) * up)
         cache.advance(n)
         return self.lm_head(F.rms_norm(x[:, logits_at], (c.dim,), m.norm.weight, eps))
+
+    def _forward_fused(self, ids: torch.Tensor, cache, positions: torch.Tensor,
+                       logits_at: torch.Tensor) -> torch.Tensor:
+        """The same forward with its elementwise work in compiled loops: the residual stream ``x``
+        (1, N, d) is updated in place and each norm's output ``h`` (1, N, d) feeds the next matmul."""
+        m, c = self.model, self.model.config
+        n, heads, kv_heads, eps = ids.shape[1], c.n_heads, c.n_kv_heads, c.norm_eps
+        cos, sin = (t.contiguous() for t in rope_cos_sin(positions, m.inv_freq, m.attention_factor))  # (N, hd)
+        attention = ATTENTION_FUNCTIONS[c.attention]
+        x = m.embed_tokens(ids).contiguous()  # a new tensor: adding to it in place changes nothing else
+        h = fused_elementwise.add_rms_norm_(x, None, m.layers[0].input_layernorm.weight, eps, torch.empty_like(x))
+        for i, block in enumerate(m.layers):
+            qkv = fused_elementwise.rope_(self.qkv[i](h).view(n, heads + 2 * kv_heads, c.head_dim), cos, sin,
+                                          heads + kv_heads)[None].transpose(1, 2)  # (1, H + 2 H_kv, N, hd)
+            y = cache.attend(i, qkv[:, :heads], qkv[:, heads:heads + kv_heads], qkv[:, heads + kv_heads:], attention)
+            fused_elementwise.add_rms_norm_(x, self.o[i](y.transpose(1, 2).reshape(1, n, -1)),
+                                            block.post_attention_layernorm.weight, eps, h)
+            # then the next layer's input norm, or after the last layer the final norm (row by row:
+            # the rows asked for come out as if they alone had been normalised)
+            after = m.layers[i + 1].input_layernorm.weight if i + 1 < len(m.layers) else m.norm.weight
+            act = fused_elementwise.silu_mul(self.gate_up[i](h))
+            fused_elementwise.add_rms_norm_(x, self.down[i](act), after, eps, h)
+        cache.advance(n)
+        return self.lm_head(h[:, logits_at])

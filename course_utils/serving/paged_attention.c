@@ -17,101 +17,88 @@
  * allocated, 2 when a sequence was skipped (out is then incomplete).
  *
  * Speed (all arithmetic stays float32): eight floats at a time through the compiler's vector types
- * (GCC and Clang lower them to whatever SIMD the machine has), four independent sums per dot
- * product, the head size made a compile-time constant for the common 64 and 128, a vectorised exp
- * in the softmax, and each key or value row fetched a few tokens before it is used, since the rows
- * of a scattered block table defeat the hardware prefetcher at every block boundary.
+ * (simd.h), one head at a time with its query and a chunk of its output held in registers, four
+ * independent sums per dot product, the head size made a compile-time constant for the common 64
+ * and 128, a vectorised exp in the softmax, and each key or value row fetched a few tokens before
+ * it is used, since the rows of a scattered block table defeat the hardware prefetcher at every
+ * block boundary.
  */
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
+#include "simd.h"
+
 enum { AHEAD = 4 }; /* how many tokens ahead a row is prefetched */
-
-static inline v8 load8(const float *p) { v8 x; memcpy(&x, p, sizeof x); return x; }
-static inline void store8(float *p, v8 x) { memcpy(p, &x, sizeof x); }
-static inline v8 splat(float x) { return (v8){x, x, x, x, x, x, x, x}; }
-static inline float sum8(v8 a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
-static inline v8 select8(v8i mask, v8 yes, v8 no) { return (v8)(((v8i)yes & mask) | ((v8i)no & ~mask)); }
-
-/* e^x for x <= 0, eight at a time: x = n ln2 + r with |r| <= ln2 / 2, e^r by Cephes' degree-7
- * polynomial, 2^n put into the exponent bits. Below -87 (where e^x leaves float32's normal range,
- * negligible beside the largest term, e^0 = 1) x is clamped to -87. */
-static inline v8 exp8(v8 x) {
-    x = select8(x < splat(-87.0f), splat(-87.0f), x);
-    const v8 fx = x * splat(1.44269504f) + splat(0.5f); /* n = floor(x / ln2 + 1/2) */
-    v8 n = __builtin_convertvector(__builtin_convertvector(fx, v8i), v8);
-    n = select8(n > fx, n - splat(1.0f), n); /* the conversion truncated a negative value upwards */
-    const v8 r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
-    v8 y = splat(1.9875691500e-4f);
-    y = y * r + splat(1.3981999507e-3f);
-    y = y * r + splat(8.3334519073e-3f);
-    y = y * r + splat(4.1665795894e-2f);
-    y = y * r + splat(1.6666665459e-1f);
-    y = y * r + splat(5.0000001201e-1f);
-    y = y * r * r + r + splat(1.0f);
-    return y * (v8)((__builtin_convertvector(n, v8i) + 127) << 23);
-}
 
 static inline void prefetch_row(const float *row, int64_t floats) {
     for (int64_t b = 0; b < floats * (int64_t)sizeof(float); b += 64) __builtin_prefetch((const char *)row + b);
 }
 
-/* One sequence: scores (heads, len) = q . k * scale, softmax per head, out = scores . v.
- * at[t] is the offset of token t's row in k and v. Always inlined, so that a constant dim unrolls. */
+/* One sequence, one head at a time: scores (len) = q . k * scale, softmax, out = scores . v.
+ * at[t] is the offset of token t's row in k and v. The head's query stays in registers while its
+ * keys stream past, and its output is summed in registers a chunk of 32 channels at a time while
+ * the values stream past, so each key and value is read once per head and nothing else is
+ * written per token (the heads of a group re-read their shared rows from the cache). Always
+ * inlined, so that a constant dim unrolls. */
 static inline __attribute__((always_inline)) void attend_one(
     const float *restrict q, const float *restrict k, const float *restrict v, const int64_t *restrict at,
     int64_t len, int64_t heads, int64_t kv_heads, const int64_t dim, float scale, float *restrict scores,
     float *restrict out) {
     const int64_t group = heads / kv_heads;
-    for (int64_t t = 0; t < len; t++) {
-        prefetch_row(k + at[t + AHEAD < len ? t + AHEAD : len - 1], kv_heads * dim);
-        for (int64_t h = 0; h < heads; h++) {
-            const float *qh = q + h * dim, *kh = k + at[t] + (h / group) * dim;
+    for (int64_t h = 0; h < heads; h++) {
+        const float *qh = q + h * dim, *kh = k + (h / group) * dim, *vh = v + (h / group) * dim;
+        float *oh = out + h * dim, top = -INFINITY;
+        for (int64_t t = 0; t < len; t++) {
+            prefetch_row(kh + at[t + AHEAD < len ? t + AHEAD : len - 1], dim);
+            const float *kt = kh + at[t];
             v8 a0 = splat(0.0f), a1 = splat(0.0f), a2 = splat(0.0f), a3 = splat(0.0f);
             int64_t i = 0;
             for (; i + 32 <= dim; i += 32) {
-                a0 += load8(qh + i) * load8(kh + i);
-                a1 += load8(qh + i + 8) * load8(kh + i + 8);
-                a2 += load8(qh + i + 16) * load8(kh + i + 16);
-                a3 += load8(qh + i + 24) * load8(kh + i + 24);
+                a0 += load8(qh + i) * load8(kt + i);
+                a1 += load8(qh + i + 8) * load8(kt + i + 8);
+                a2 += load8(qh + i + 16) * load8(kt + i + 16);
+                a3 += load8(qh + i + 24) * load8(kt + i + 24);
             }
-            for (; i + 8 <= dim; i += 8) a0 += load8(qh + i) * load8(kh + i);
+            for (; i + 8 <= dim; i += 8) a0 += load8(qh + i) * load8(kt + i);
             float acc = sum8((a0 + a1) + (a2 + a3));
-            for (; i < dim; i++) acc += qh[i] * kh[i];
-            scores[h * len + t] = acc * scale;
+            for (; i < dim; i++) acc += qh[i] * kt[i];
+            scores[t] = acc * scale;
+            top = scores[t] > top ? scores[t] : top;
         }
-    }
-    for (int64_t h = 0; h < heads; h++) { /* softmax over the context (the largest score subtracted first) */
-        float *sh = scores + h * len, top = -INFINITY;
-        for (int64_t t = 0; t < len; t++) top = sh[t] > top ? sh[t] : top;
-        v8 totals = splat(0.0f);
+        v8 totals = splat(0.0f); /* softmax over the context (the largest score subtracted first) */
         int64_t t = 0;
         for (; t + 8 <= len; t += 8) {
-            const v8 e = exp8(load8(sh + t) - splat(top));
-            store8(sh + t, e);
+            const v8 e = exp8(load8(scores + t) - splat(top));
+            store8(scores + t, e);
             totals += e;
         }
         float total = sum8(totals);
         for (; t < len; t++) {
-            sh[t] = expf(sh[t] - top);
-            total += sh[t];
+            scores[t] = expf(scores[t] - top);
+            total += scores[t];
         }
         const float inverse = 1.0f / total;
-        for (t = 0; t < len; t++) sh[t] *= inverse;
-        for (int64_t i = 0; i < dim; i++) out[h * dim + i] = 0.0f;
-    }
-    for (int64_t t = 0; t < len; t++) {
-        prefetch_row(v + at[t + AHEAD < len ? t + AHEAD : len - 1], kv_heads * dim);
-        for (int64_t h = 0; h < heads; h++) {
-            const float p = scores[h * len + t], *vh = v + at[t] + (h / group) * dim;
-            float *oh = out + h * dim;
-            int64_t i = 0;
-            for (; i + 8 <= dim; i += 8) store8(oh + i, load8(oh + i) + splat(p) * load8(vh + i));
-            for (; i < dim; i++) oh[i] += p * vh[i];
+        int64_t i = 0;
+        for (; i + 32 <= dim; i += 32) { /* 32 output channels summed in four registers over the context */
+            v8 o0 = splat(0.0f), o1 = splat(0.0f), o2 = splat(0.0f), o3 = splat(0.0f);
+            for (t = 0; t < len; t++) {
+                if (i == 0) prefetch_row(vh + at[t + AHEAD < len ? t + AHEAD : len - 1], dim);
+                const v8 p = splat(scores[t]);
+                const float *vt = vh + at[t] + i;
+                o0 += p * load8(vt);
+                o1 += p * load8(vt + 8);
+                o2 += p * load8(vt + 16);
+                o3 += p * load8(vt + 24);
+            }
+            store8(oh + i, o0 * splat(inverse));
+            store8(oh + i + 8, o1 * splat(inverse));
+            store8(oh + i + 16, o2 * splat(inverse));
+            store8(oh + i + 24, o3 * splat(inverse));
+        }
+        for (; i < dim; i++) { /* channels past the last multiple of 32 (head sizes like 24 or 80) */
+            float o = 0.0f;
+            for (t = 0; t < len; t++) o += scores[t] * vh[at[t] + i];
+            oh[i] = o * inverse;
         }
     }
 }
@@ -133,14 +120,14 @@ int paged_decode_attention(const float *q, const float *k, const float *v, const
             failed = 2;
             continue;
         }
-        /* scratch: the scores (heads, len), then each token's row offset in the pool */
-        float *scores = malloc(sizeof(float) * heads * len + sizeof(int64_t) * (len + 1));
+        /* scratch: one head's scores (len), then each token's row offset in the pool */
+        float *scores = malloc(sizeof(float) * len + sizeof(int64_t) * (len + 1));
         if (scores == NULL) {
 #pragma omp atomic write
             failed = 1;
             continue;
         }
-        int64_t *at = (int64_t *)(scores + heads * len + (heads * len) % 2); /* 8-byte aligned */
+        int64_t *at = (int64_t *)(scores + len + len % 2); /* 8-byte aligned */
         for (int64_t t = 0; t < len; t++) at[t] = (table[t / block_size] * block_size + t % block_size) * row;
         const float *qs = q + s * heads * dim;
         float *os = out + s * heads * dim;

@@ -7,9 +7,12 @@ and value row once where it lies; that is what vLLM's paged-attention kernels do
 PyTorch has no such operator on the CPU, so the course compiles its own, ``paged_attention.c``
 (about 60 lines of C, OpenMP over sequences), the first time an engine needs it in a process.
 
-Where no C compiler is found, or the build fails, :func:`load_kernel` returns ``None`` and the
-engine keeps the gather path (``kernel_status()`` says why). The kernel is tested against the
-gather + ``F.scaled_dot_product_attention`` path it replaces (``tests/test_serving_paged_kernel.py``).
+The same build holds the engine's fused elementwise loops, ``fused_elementwise.c`` (wrapped by
+:mod:`course_utils.serving.fused_elementwise`): both sources become one shared library, built once
+per process by :func:`load_library`. Where no C compiler is found, or the build fails, it returns
+``None`` and the engine keeps the gather path and PyTorch's operators (``kernel_status()`` says
+why). The kernel is tested against the gather + ``F.scaled_dot_product_attention`` path it
+replaces (``tests/test_serving_paged_kernel.py``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,16 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["kernel_status", "load_kernel", "paged_decode_attention"]
+__all__ = ["kernel_status", "load_kernel", "load_library", "paged_decode_attention"]
 
-SOURCE = Path(__file__).with_name("paged_attention.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("paged_attention.c", "fused_elementwise.c"))
+_P, _I, _F, _T = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int  # pointer, size, float, threads
+SIGNATURES = {  # each exported function's argument types; all return int (0: done) or nothing
+    "paged_decode_attention": ([_P, _P, _P, _P, _I, _P, _I, _I, _I, _I, _I, _I, _F, _P, _T], ctypes.c_int),
+    "add_rms_norm": ([_P, _P, _P, _I, _I, _F, _P, _T], None),
+    "silu_mul": ([_P, _I, _I, _P, _T], None),
+    "rope": ([_P, _I, _I, _I, _I, _P, _P, _T], None),
+}
 # tried in order: the fastest build this compiler accepts (no OpenMP: one thread, still no copies)
 FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"])
 _ERRORS = {1: "scratch memory could not be allocated",
@@ -40,8 +50,9 @@ def _compiler() -> str | None:
 
 
 @functools.cache
-def load_kernel():
-    """The compiled ``paged_decode_attention`` C function, built once per process; None if it cannot be built."""
+def load_library() -> ctypes.CDLL | None:
+    """The course's compiled CPU kernels (``SOURCES``, one shared library), built once per process;
+    None if it cannot be built or loaded (``kernel_status()`` says why)."""
     global _status
     compiler = _compiler()
     if compiler is None:
@@ -49,9 +60,9 @@ def load_kernel():
         return None
     build = Path(tempfile.mkdtemp(prefix="llm-course-kernel-"))
     atexit.register(shutil.rmtree, build, ignore_errors=True)
-    library, errors = build / "paged_attention.so", []
+    library, errors = build / "course_kernels.so", []
     for flags in FLAG_SETS:
-        cmd = [compiler, *flags, "-shared", "-fPIC", str(SOURCE), "-o", str(library), "-lm"]
+        cmd = [compiler, *flags, "-shared", "-fPIC", *map(str, SOURCES), "-o", str(library), "-lm"]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as error:
@@ -59,19 +70,24 @@ def load_kernel():
             continue
         if done.returncode == 0:
             try:
-                function = ctypes.CDLL(str(library)).paged_decode_attention
+                loaded = ctypes.CDLL(str(library))
             except OSError as error:  # built but not loadable (say, a temporary folder mounted noexec)
                 _status = f"the built kernel could not be loaded ({error}): decode attention gathers blocks instead"
                 return None
-            pointer, size = ctypes.c_void_p, ctypes.c_int64
-            function.argtypes = [pointer, pointer, pointer, pointer, size, pointer, size, size, size, size, size, size,
-                                 ctypes.c_float, pointer, ctypes.c_int]
-            function.restype = ctypes.c_int
+            for name, (argtypes, restype) in SIGNATURES.items():
+                function = getattr(loaded, name)
+                function.argtypes, function.restype = argtypes, restype
             _status = f"compiled with {Path(compiler).name} {' '.join(flags)}"
-            return function
+            return loaded
         errors.append(f"{' '.join(flags)}: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
     _status = f"the build failed ({'; '.join(map(str, errors))}): decode attention gathers blocks instead"
     return None
+
+
+def load_kernel():
+    """The compiled ``paged_decode_attention`` C function; None where :func:`load_library` could not build it."""
+    library = load_library()
+    return None if library is None else library.paged_decode_attention
 
 
 def kernel_status() -> str:
