@@ -1,5 +1,7 @@
 """The compiled elementwise loops give PyTorch's results to float32 rounding and refuse what they cannot read."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,3 +60,19 @@ def test_tensors_the_loops_cannot_read_are_refused_with_what_is_wrong():
         silu_mul(torch.randn(2, 5))
     with pytest.raises(ValueError, match="even head size"):
         rope_(torch.randn(2, 3, 5), torch.randn(2, 5), torch.randn(2, 5), 2)
+
+
+def test_while_labelled_each_loop_shows_in_a_profile_as_elementwise_work():
+    from torch.profiler import ProfilerActivity, profile
+
+    from course_utils.serving.fused_elementwise import ELEMENTWISE_SCOPE, labelled
+
+    x = torch.randn(4, 16)
+    for label, expected in ((False, 0), (True, 2)):
+        with contextlib.ExitStack() as stack:
+            if label:
+                stack.enter_context(labelled())
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                add_rms_norm_(x, None, torch.ones(16), 1e-5, torch.empty_like(x))
+                silu_mul(torch.randn(4, 32))
+        assert sum(e.name == ELEMENTWISE_SCOPE for e in prof.events()) == expected

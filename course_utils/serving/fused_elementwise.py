@@ -17,11 +17,37 @@ kernels could not be built (no C compiler); callers keep PyTorch's operators the
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from course_utils.serving.paged_kernel import load_library
 
-__all__ = ["add_rms_norm_", "available", "rope_", "silu_mul"]
+__all__ = ["ELEMENTWISE_SCOPE", "add_rms_norm_", "available", "labelled", "rope_", "silu_mul"]
+
+ELEMENTWISE_SCOPE = "fused elementwise"  # the profiler scope a loop runs in while labelled()
+_labelled = False
+
+
+@contextlib.contextmanager
+def labelled() -> Iterator[None]:
+    """While active, each compiled loop runs inside a profiler scope named ``ELEMENTWISE_SCOPE``: no
+    PyTorch operator times a C call, so without it a profile would count the loops as Python."""
+    global _labelled
+    before, _labelled = _labelled, True
+    try:
+        yield
+    finally:
+        _labelled = before
+
+
+def _run(function, *args) -> None:
+    if not _labelled:
+        function(*args)
+        return
+    with torch.profiler.record_function(ELEMENTWISE_SCOPE):
+        function(*args)
 
 
 def available() -> bool:
@@ -47,8 +73,8 @@ def add_rms_norm_(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Ten
         given = "none" if delta is None else tuple(delta.shape)
         raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, delta {given}, weight {tuple(weight.shape)}, "
                          f"out {tuple(out.shape)}")
-    load_library().add_rms_norm(x.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(),
-                                x.numel() // max(d, 1), d, eps, out.data_ptr(), torch.get_num_threads())
+    _run(load_library().add_rms_norm, x.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(),
+         x.numel() // max(d, 1), d, eps, out.data_ptr(), torch.get_num_threads())
     return out
 
 
@@ -59,8 +85,8 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"gate_up's last dimension must hold gate and up, two equal halves; got {gate_up.shape[-1]}")
     f = gate_up.shape[-1] // 2
     out = gate_up.new_empty(*gate_up.shape[:-1], f)
-    load_library().silu_mul(gate_up.data_ptr(), gate_up.numel() // max(2 * f, 1), f, out.data_ptr(),
-                            torch.get_num_threads())
+    _run(load_library().silu_mul, gate_up.data_ptr(), gate_up.numel() // max(2 * f, 1), f, out.data_ptr(),
+         torch.get_num_threads())
     return out
 
 
@@ -75,5 +101,6 @@ def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotated: int) -
     if cos.shape != (n, dim) or sin.shape != (n, dim) or dim % 2 or not 0 <= rotated <= heads:
         raise ValueError(f"shapes do not fit: x {tuple(x.shape)}, cos {tuple(cos.shape)}, sin {tuple(sin.shape)}, "
                          f"rotated {rotated} (an even head size and 0 <= rotated <= heads needed)")
-    load_library().rope(x.data_ptr(), n, heads, rotated, dim, cos.data_ptr(), sin.data_ptr(), torch.get_num_threads())
+    _run(load_library().rope, x.data_ptr(), n, heads, rotated, dim, cos.data_ptr(), sin.data_ptr(),
+         torch.get_num_threads())
     return x

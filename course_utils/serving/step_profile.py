@@ -8,7 +8,8 @@ time (not counting the operators it calls) into four shares of the steps' wall t
   (writing the new keys and values, the compiled decode kernel or the gathers and SDPA calls, the
   Python between them);
 * **elementwise**: every other operator (norms, rotary embedding, activations, residual adds,
-  copies, sampling);
+  copies, sampling), and the engine's compiled elementwise loops
+  (:mod:`~course_utils.serving.fused_elementwise`, labelled while profiling);
 * **other**: the wall time no operator accounts for (Python: scheduling, bookkeeping, the
   interpreter between operators).
 
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 from torch.profiler import ProfilerActivity, profile
 
+from course_utils.serving import fused_elementwise
 from course_utils.serving.engine import LLMEngine
 from course_utils.serving.model_runner import ATTENTION_SCOPE
 
@@ -63,7 +65,7 @@ def profile_steps(engine: LLMEngine, steps: int) -> StepBreakdown:
     cache = engine.runner.cache
     cache.label_attention = True
     try:
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with fused_elementwise.labelled(), profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
             while ran < steps and engine.has_unfinished:
                 sequences += len(engine.scheduler.running)
