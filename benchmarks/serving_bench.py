@@ -25,7 +25,9 @@ tokens it asked for:
    the best matmul timed between those steps, and where the step's time goes
    (:func:`course_utils.serving.step_profile.profile_steps`: weight matmuls, attention,
    elementwise, other); the compiled in-place decode attention and the gather path take turns in
-   blocks of 10 steps, so the JSON compares the two in the same run. ``weights_alone`` times the
+   blocks of 10 steps, so the JSON compares the two in the same run, and so does a third path,
+   ``in_place_operators``: in place, with the elementwise work as PyTorch operators instead of
+   the compiled loops (``elementwise_loops_speedup``). ``weights_alone`` times the
    engine's own weight matmuls with nothing between them, on 64 rows, between the same blocks: the
    share a step could reach if attention, elementwise work and Python took no time at all (the
    model's 0.5 GB of weights come from memory at every step; the roof's matrices stay in cache),
@@ -82,8 +84,15 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
                          max_num_seqs=WIDE)
     engine, cache = llm.engine, llm.engine.runner.cache
     kernel = cache.in_place  # False where no C compiler built the kernel: then only the gather path runs
+    # the paths that take turns: attention in place or gathered; the in-place one also with the
+    # elementwise work as PyTorch operators instead of the compiled loops, where those were built
+    fused = engine.runner.forward_model if isinstance(engine.runner.forward_model, FusedLlama) else None
+    loops = fused is not None and fused.fuse_elementwise
+    paths = {"in_place": [], "gather": []} if kernel else {"gather": []}
+    if kernel and loops:
+        paths["in_place_operators"] = []
     # room for the steps below after the last prefill: the first requests to start must not end during them
-    params = SamplingParams(temperature=0, max_tokens=64 + WARM_STEPS + 2 * TIMED_STEPS + 2 * PROFILED_STEPS,
+    params = SamplingParams(temperature=0, max_tokens=64 + WARM_STEPS + len(paths) * (TIMED_STEPS + PROFILED_STEPS),
                             ignore_eos=True)
     seqs = [engine.add_request(tokenizer(p, add_special_tokens=False)["input_ids"], params) for p in prompts[:WIDE]]
     while any(not s.output_token_ids for s in seqs):  # prefill everyone
@@ -91,8 +100,6 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     for _ in range(WARM_STEPS):
         engine.step()
     shortest = min(len(s) for s in seqs)
-    paths = {"in_place": [], "gather": []} if kernel else {"gather": []}
-    fused = engine.runner.forward_model if isinstance(engine.runner.forward_model, FusedLlama) else None
     # the same weights packed for the library the engine did not choose for a full batch, timed beside it
     other = None
     if fused is not None and can_pack_for_mkl():
@@ -107,7 +114,9 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
                 weights_alone += [fused.weights_pass_seconds(WIDE) for _ in range(2)]
             if other is not None:
                 weights_other += [other.weights_pass_seconds(WIDE) for _ in range(2)]
-            cache.in_place = path == "in_place"
+            cache.in_place = path.startswith("in_place")
+            if loops:
+                fused.fuse_elementwise = path != "in_place_operators"
             for _ in range(BLOCK_STEPS):
                 assert len(engine.scheduler.running) == WIDE
                 context.append(sum(len(s) for s in seqs))  # tokens whose keys and values this step reads
@@ -141,7 +150,9 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
             result["weights_alone"]["median_ms_by_library"] = {k: round(1e3 * v, 1) for k, v in by_library.items()}
             result["weights_alone"]["faster_library"] = min(by_library, key=by_library.get)
     for path, times in paths.items():
-        cache.in_place = path == "in_place"
+        cache.in_place = path.startswith("in_place")
+        if loops:
+            fused.fuse_elementwise = path != "in_place_operators"
         breakdown = profile_steps(engine, PROFILED_STEPS)
         assert breakdown.sequences == WIDE and len(engine.scheduler.running) == WIDE
         step = statistics.median(times)
@@ -154,6 +165,11 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     result["context_tokens"] = {"min": shortest, "max": max(len(s) for s in seqs)}  # first timed step, last profiled
     if kernel:
         result["in_place_speedup"] = round(result["gather"]["median_step_ms"] / result["in_place"]["median_step_ms"], 2)
+    if "in_place_operators" in result:  # the compiled elementwise loops against PyTorch's operators, same run
+        result["elementwise_loops_speedup"] = round(
+            result["in_place_operators"]["median_step_ms"] / result["in_place"]["median_step_ms"], 2)
+    if loops:
+        fused.fuse_elementwise = True
     best = result["in_place" if kernel else "gather"]
     result["share_of_matmul"], result["meets_goal"] = best["share_of_matmul"], best["meets_goal"]
     return result
