@@ -5,9 +5,10 @@ and rotates queries and keys. PyTorch runs each as several operators (``F.rms_no
 square, a mean, a reciprocal square root and two products on the CPU), each one a pass over
 memory with its own dispatch cost; at 64 decode rows these passes cost a 135M model about a tenth
 of its step. ``fused_elementwise.c`` does each piece in one loop; these wrappers check what they
-are given and call it. ``torch.compile`` of the same pieces was tried first, as the serving issue
-suggested: on the course's 2-core machine its compiled calls cost as much as the operators they
-replaced, and its first compile took 10-20 s per engine.
+are given and call it. ``torch.compile`` of the same pieces (dynamic shapes) was tried first, as
+the serving issue suggested: on the course's 2-core machine a 64-sequence decode step took as long
+compiled as with the operators (115-118 against 111-116 ms, two tries each, not recorded by the
+benchmark), after 8-17 s of compiling per process.
 
 Each function has a PyTorch reference it must match to float32 rounding
 (``tests/test_serving_fused_elementwise.py``): ``F.rms_norm``, ``F.silu(gate) * up`` and

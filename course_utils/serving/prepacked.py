@@ -11,7 +11,8 @@ sequences about a quarter faster (``benchmarks/serving_bench.py`` records the en
 Intel's MKL packs weights too (``cblas_sgemm_pack``), but for one fixed number of rows only. A
 :class:`PrepackedLinear` can keep an MKL copy beside the oneDNN one and use it for steps of exactly
 ``rows_hint`` rows (a full decode batch), oneDNN for any other; on the course's Intel test machine
-MKL's packed kernels ran the 135M model's weights at 64 rows about a fifth faster than oneDNN's.
+MKL's packed kernels took about a fifth less time than oneDNN's for the 135M model's weights at 64
+rows (``weights_alone`` in ``benchmarks/results/serving.json``).
 Which library serves the full batch is measured, not assumed: see
 :class:`~course_utils.serving.fused_model.FusedLlama`. The MKL copy costs as much memory again as
 the weights it packs.
