@@ -103,7 +103,6 @@ def decode_at_64(hf_model, tokenizer, prompts: list[str]) -> dict:
     # the same weights packed for the library the engine did not choose for a full batch, timed beside it
     other = None
     if fused is not None and can_pack_for_mkl():
-        assert fused.full_batch is not None  # settled at the warm-up's first full batch
         library = next(lib for lib in FusedLlama.FULL_BATCH_LIBRARIES if lib != fused.full_batch)
         other = FusedLlama(engine.runner.model, WIDE, full_batch=library)
     matmul, weights_alone, weights_other, bandwidth, context = [], [], [], [], []

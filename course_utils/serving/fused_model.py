@@ -43,9 +43,8 @@ class FusedLlama:
 
     ``rows_hint``: the number of rows the packing is tuned for (the engine's ``max_num_seqs``).
     ``full_batch``: the library for products of exactly ``rows_hint`` rows: ``"onednn"``, ``"mkl"``
-    or ``"measure"`` (at the first full batch, time one pass of the weights each way and keep the
-    faster; measured once per process for a model's shapes, then remembered, so an engine that never
-    fills its batch never pays for it). :attr:`full_batch` says which one serves (None until settled).
+    or ``"measure"`` (time one pass of the weights each way, keep the faster; measured once per
+    process for a model's shapes, then remembered). :attr:`full_batch` says which one serves.
     ``fuse_elementwise``: run the elementwise work as compiled loops (default: where they were built).
     """
 
@@ -64,8 +63,6 @@ class FusedLlama:
                  fuse_elementwise: bool | None = None):
         if not self.supports(model):
             raise ValueError("FusedLlama stacks plain nn.Linear layers; this model wraps some: use prepacked_copy")
-        if full_batch not in (*self.FULL_BATCH_LIBRARIES, "measure"):
-            raise ValueError(f"full_batch must be one of {self.FULL_BATCH_LIBRARIES} or 'measure', not {full_batch!r}")
         if fuse_elementwise and not fused_elementwise.available():
             raise ValueError("fuse_elementwise needs the compiled loops, not built here: see kernel_status()")
         self.model = model
@@ -78,10 +75,8 @@ class FusedLlama:
             self.gate_up.append(PrepackedLinear([mlp.gate_proj, mlp.up_proj], rows_hint))
             self.down.append(PrepackedLinear(mlp.down_proj, rows_hint))
         self.lm_head = PrepackedLinear(model.lm_head, rows_hint)
-        self.rows_hint, self._requested = rows_hint, full_batch
-        self.full_batch: str | None = None  # the library serving full batches, once settled
-        if full_batch != "measure" or not can_pack_for_mkl():
-            self._settle_full_batch()
+        self.rows_hint = rows_hint
+        self.full_batch = self._choose_full_batch(full_batch)
 
     @property
     def linears(self) -> list[PrepackedLinear]:
@@ -102,12 +97,12 @@ class FusedLlama:
                 linear(inputs[linear.sources[0].in_features])
             return time.perf_counter() - start
 
-    def _settle_full_batch(self) -> None:
-        """Pack for the requested library, or for the one measured faster (MKL only where it exists)."""
-        choice = self._requested
-        if choice == "measure" and not can_pack_for_mkl():
-            choice = "onednn"
-        elif choice == "measure":
+    def _choose_full_batch(self, choice: str) -> str:
+        if choice not in (*self.FULL_BATCH_LIBRARIES, "measure"):
+            raise ValueError(f"full_batch must be one of {self.FULL_BATCH_LIBRARIES} or 'measure', not {choice!r}")
+        if choice == "measure":
+            if not can_pack_for_mkl():
+                return "onednn"
             key = (self.rows_hint, *((s.in_features, s.out_features) for lin in self.linears for s in lin.sources))
             if key not in _MEASURED_FULL_BATCH:
                 _MEASURED_FULL_BATCH[key] = self._time_libraries()
@@ -115,7 +110,7 @@ class FusedLlama:
         for linear in self.linears:
             if linear.full_batch_mkl != (choice == "mkl"):
                 linear.use_mkl_for_full_batch(choice == "mkl")
-        self.full_batch = choice
+        return choice
 
     def _time_libraries(self, repeats: int = 3) -> str:
         """The library that ran a full batch through the weights faster: best of ``repeats`` passes each."""
@@ -130,8 +125,6 @@ class FusedLlama:
     def __call__(self, ids: torch.Tensor, cache, positions: torch.Tensor, logits_at: torch.Tensor) -> torch.Tensor:
         """Logits (1, K, V) at the K indices ``logits_at`` of the packed tokens ``ids`` (1, N) at
         ``positions`` (N,); their keys and values go to ``cache`` (its ``attend``, as in Llama)."""
-        if self.full_batch is None and self.rows_hint in (ids.shape[1], logits_at.numel()):
-            self._settle_full_batch()  # the first full batch: time the libraries now (once per process)
         if self.fuse_elementwise:
             return self._forward_fused(ids, cache, positions, logits_at)
         m, c = self.model, self.model.config
