@@ -5,7 +5,7 @@ decoding sequence's blocks into a contiguous tensor before calling attention: ev
 every step copies the whole context. A kernel that follows the block table itself reads each key
 and value row once where it lies; that is what vLLM's paged-attention kernels do on a GPU.
 PyTorch has no such operator on the CPU, so the course compiles its own, ``paged_attention.c``
-(about 60 lines of C, OpenMP over sequences), the first time an engine needs it in a process.
+(C with OpenMP over sequences), the first time an engine needs it in a process.
 
 The same build holds the engine's fused elementwise loops, ``fused_elementwise.c`` (wrapped by
 :mod:`course_utils.serving.fused_elementwise`): both sources become one shared library, built once

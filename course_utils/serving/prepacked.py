@@ -66,32 +66,39 @@ class PrepackedLinear(nn.Module):
             raise ValueError("PrepackedLinear needs one or more linear layers with the same in_features")
         if len({lin.bias is None for lin in self.sources}) != 1:
             raise ValueError("PrepackedLinear cannot stack layers with a bias and layers without one")
-        if full_batch_mkl and not can_pack_for_mkl():
-            raise ValueError("full_batch_mkl needs a PyTorch built with MKL (torch.backends.mkl.is_available())")
-        self.rows_hint, self.full_batch_mkl = rows_hint, full_batch_mkl
+        self.rows_hint, self.full_batch_mkl = rows_hint, False
         self._pack()
+        if full_batch_mkl:
+            self.use_mkl_for_full_batch(True)
 
     def use_mkl_for_full_batch(self, on: bool) -> None:
-        """Serve products of exactly ``rows_hint`` rows from an MKL-packed copy (``on``), or drop that copy."""
+        """Serve products of exactly ``rows_hint`` rows from an MKL-packed copy (``on``), or drop that
+        copy; the oneDNN copy is kept as it is."""
         if on and not can_pack_for_mkl():
             raise ValueError("full_batch_mkl needs a PyTorch built with MKL (torch.backends.mkl.is_available())")
         self.full_batch_mkl = on
-        self._pack()
+        self._pack_mkl(self._stacked())
+
+    def _stacked(self) -> torch.Tensor:
+        """The sources' weights as one matrix: (out_features summed, in_features)."""
+        return torch.cat([lin.weight for lin in self.sources]).detach()
 
     def _pack(self) -> None:
-        weights = [lin.weight for lin in self.sources]
         # each source's parameter dict, the weight packed and its version: read at every call, so kept flat
-        self._packed_from = [(lin._parameters, w, w._version) for lin, w in zip(self.sources, weights, strict=True)]
-        stacked = torch.cat(weights).detach()  # (out_features summed, in_features)
+        self._packed_from = [(lin._parameters, lin.weight, lin.weight._version) for lin in self.sources]
+        stacked = self._stacked()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(stacked, self.rows_hint)
+        self._pack_mkl(stacked)
+        biases = [lin.bias for lin in self.sources]
+        self.bias = None if biases[0] is None else torch.cat(biases).detach()
+
+    def _pack_mkl(self, stacked: torch.Tensor) -> None:
         self.mkl_packed = self._shape = None
         if self.full_batch_mkl:
             self.mkl_packed = torch.ops.mkl._mkl_reorder_linear_weight(stacked, self.rows_hint)
             # MKL's op reads the weight's shape from this argument (and computes with it only for other
             # row counts, which never reach it here): a zero-stride view stands in for the stacked weight
             self._shape = stacked.new_zeros(()).expand(stacked.shape)
-        biases = [lin.bias for lin in self.sources]
-        self.bias = None if biases[0] is None else torch.cat(biases).detach()
 
     def _stale(self) -> bool:
         """Whether a source weight changed since it was packed (replaced, or updated in place)."""
