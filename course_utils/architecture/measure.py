@@ -4,7 +4,8 @@ CPU tensors do not go through an allocator that torch reports on, so peak memory
 operating system. On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the process's
 high-water mark of resident memory (``VmHWM``); the peak of a call is then ``VmHWM`` after it
 minus the resident size (``VmRSS``) before it, after freed memory has gone back to the OS (see
-:func:`_release_free_memory`). Elsewhere the memory column is None.
+:func:`_release_free_memory`). The mark is the whole process's, so memory another thread takes
+meanwhile counts too: of several calls the least peak is reported. Elsewhere the memory column is None.
 
 Used by notebook 01 and benchmarks/attention_bench.py.
 """
@@ -70,7 +71,7 @@ def peak_memory_supported() -> bool:
 
 def attention_cost(impl: str, t: int, heads: int = 4, head_dim: int = 64, causal: bool = True,
                    window: int | None = None, repeats: int = 3, tile: int = 256, device: str = "cpu") -> dict:
-    """Median seconds over ``repeats`` calls and the peak extra bytes of the first call.
+    """Median seconds over ``repeats`` calls and the least of their peak extra bytes.
 
     Inputs are (1, heads, t, head_dim) float32 on ``device``; ``tile`` sets both tile sizes of the
     tiled kernel. On CUDA, time is taken after synchronising and peak memory comes from torch's
@@ -90,25 +91,23 @@ def attention_cost(impl: str, t: int, heads: int = 4, head_dim: int = 64, causal
     q, k, v = (torch.randn(1, heads, t, head_dim, generator=gen).to(dev) for _ in range(3))
     impls[impl](*(x[:, :, :8] for x in (q, k, v)), causal, window)  # warm-up, tiny
     sync()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(dev)
-        before = torch.cuda.memory_allocated(dev)
-    else:
-        measure_memory = peak_memory_supported()
-        before = _status_kib("VmRSS") * 1024 if measure_memory else 0
-    start = time.perf_counter()
-    out = impls[impl](q, k, v, causal, window)
-    sync()
-    times = [time.perf_counter() - start]
-    if cuda:
-        peak = torch.cuda.max_memory_allocated(dev) - before
-    else:
-        peak = _status_kib("VmHWM") * 1024 - before if measure_memory else None
-    del out
-    for _ in range(repeats - 1):
+    times, peaks = [], []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+            before = torch.cuda.memory_allocated(dev)
+        else:
+            measure_memory = peak_memory_supported()
+            before = _status_kib("VmRSS") * 1024 if measure_memory else 0
         start = time.perf_counter()
-        impls[impl](q, k, v, causal, window)
+        out = impls[impl](q, k, v, causal, window)
         sync()
         times.append(time.perf_counter() - start)
+        if cuda:
+            peaks.append(torch.cuda.max_memory_allocated(dev) - before)
+        elif measure_memory:
+            peaks.append(_status_kib("VmHWM") * 1024 - before)
+        del out
+    peak = min(peaks) if peaks else None  # another thread's allocations can only add to a call's peak
     return {"impl": impl, "T": t, "window": window, "seconds": statistics.median(times),
             "peak_bytes": None if peak is None else max(peak, 0)}
