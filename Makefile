@@ -45,7 +45,7 @@ lint: setup
 	$(VENV)/bin/ruff check course_utils tests benchmarks tools
 
 # --dist worksteal: a worker that runs out of tests takes half of the other's queue. With the default
-# (load) one worker drew every chapter notebook in a row and ran 390 s after the other had finished.
+# (load) one worker drew every chapter notebook in a row and ran 388 s after the other had finished.
 test: assets
 	@start=$$(date +%s); status=0; \
 	$(VENV)/bin/ruff check course_utils tests benchmarks tools || status=$$?; \

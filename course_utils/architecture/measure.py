@@ -84,6 +84,8 @@ def attention_cost(impl: str, t: int, heads: int = 4, head_dim: int = 64, causal
     }
     if impl not in impls:
         raise ValueError(f"impl must be one of {sorted(impls)}, got {impl!r}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -97,7 +99,7 @@ def attention_cost(impl: str, t: int, heads: int = 4, head_dim: int = 64, causal
             torch.cuda.reset_peak_memory_stats(dev)
             before = torch.cuda.memory_allocated(dev)
         else:
-            measure_memory = peak_memory_supported()
+            measure_memory = peak_memory_supported()  # also resets the high-water mark for this call
             before = _status_kib("VmRSS") * 1024 if measure_memory else 0
         start = time.perf_counter()
         out = impls[impl](q, k, v, causal, window)
