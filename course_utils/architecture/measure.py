@@ -4,7 +4,7 @@ CPU tensors do not go through an allocator that torch reports on, so peak memory
 operating system. On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the process's
 high-water mark of resident memory (``VmHWM``); the peak of a call is then ``VmHWM`` after it
 minus the resident size (``VmRSS``) before it, after freed memory has gone back to the OS (see
-:func:`_release_free_memory`). The mark is the whole process's, so memory another thread takes
+:func:`course_utils.memory.release_freed_memory`). The mark is the whole process's, so memory another thread takes
 meanwhile counts too: of several calls the least peak is reported. Elsewhere the memory column is None.
 
 Used by notebook 01 and benchmarks/attention_bench.py.
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from course_utils.architecture import attention
+from course_utils.memory import release_freed_memory
 
 __all__ = ["attention_cost", "fit_slope", "peak_memory_supported"]
 
@@ -39,28 +40,9 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def _release_free_memory() -> None:
-    """Make freed memory go back to the OS, so it can neither hide nor inflate the next peak.
-
-    glibc serves a large allocation with its own mapping, returned to the OS when freed, but after
-    each such free it raises that size threshold, so later large tensors land on the heap and stay
-    resident. Pinning the threshold (mallopt M_MMAP_THRESHOLD) and trimming the heap prevents it.
-    A side effect for timings, the same for every implementation: each large tensor is freshly
-    mapped, so its page faults are part of the measured time, as in a one-off call.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic adjustment
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def peak_memory_supported() -> bool:
     """Reset the high-water mark; False where /proc/self/clear_refs does not exist."""
-    _release_free_memory()
+    release_freed_memory(pin_threshold=True)
     try:
         _CLEAR_REFS.write_text("5")
         _status_kib("VmHWM")

@@ -27,6 +27,7 @@ import torch
 
 from course_utils.architecture.transformer import Llama
 from course_utils.chat import find_stop
+from course_utils.memory import release_freed_memory
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.config import EngineConfig
 from course_utils.serving.logprobs import Logprob, token_logprobs
@@ -49,6 +50,9 @@ class LLMEngine:
         self.model, self.tokenizer = model, tokenizer
         self.config = config or EngineConfig()
         c = self.config
+        # an engine dropped before this one (del llm) left its packed weights and KV pool freed but
+        # resident in glibc's heap: hand them back before this one takes as much again
+        release_freed_memory()
         if draft_model is None and c.speculative_draft_layers:
             draft_model = truncated_draft(model, c.speculative_draft_layers)
         if draft_model is not None and draft_model.config.vocab_size != model.config.vocab_size:
