@@ -474,3 +474,18 @@ def test_an_engine_being_served_refuses_offline_calls_until_the_server_stops():
             with background_server(llm.engine, NAME):
                 pass
     assert llm.generate(["Hi"], SamplingParams(max_tokens=2, temperature=0))[0].outputs[0].token_ids
+
+
+def test_a_stopped_server_keeps_no_hold_on_its_engine():
+    # FastAPI caches the route functions beyond the server's life; they must not keep the engine (its
+    # packed weights and KV pool) alive once the caller drops it
+    import gc
+    import weakref
+
+    llm = LLM(NAME, num_blocks=16, block_size=16, max_model_len=128)
+    with background_server(llm.engine, NAME) as url:
+        assert httpx.get(url + "/models", timeout=30).status_code == 200
+    engine = weakref.ref(llm.engine)
+    del llm
+    gc.collect()
+    assert engine() is None

@@ -130,11 +130,15 @@ class AsyncEngine:
             loop.call_soon_threadsafe(updates.put_nowait, out)
 
     def shutdown(self) -> None:
+        """Stop the step loop and hand the engine back: it is the caller's again, and this object no
+        longer holds it (FastAPI caches the route functions, which hold this object, beyond the
+        server's life: a notebook that dropped its engine after the server kept a gigabyte)."""
         self._running = False
         self._wake.set()
         self._thread.join(timeout=5)
         if not self._thread.is_alive():
-            self.engine.served_by = None  # the engine is the caller's again
+            self.engine.served_by = None
+            self.engine = None
 
     @property
     def tokenizer(self):
