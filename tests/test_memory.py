@@ -31,7 +31,7 @@ def _run(script: str) -> dict[str, float]:
 def test_freed_tensors_kept_resident_by_the_heap_are_handed_back():
     figures = _run("""
         import torch
-        from course_utils.memory import release_freed_memory
+        from course_utils.environment import release_freed_memory
         first = torch.ones(2 ** 21)  # 8 MB: mapped, and its free raises glibc's threshold above 4 MB
         del first
         chunks, pins = [], []

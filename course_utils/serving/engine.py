@@ -27,7 +27,7 @@ import torch
 
 from course_utils.architecture.transformer import Llama
 from course_utils.chat import find_stop
-from course_utils.memory import release_freed_memory
+from course_utils.environment import release_freed_memory
 from course_utils.serving.block_manager import BlockManager
 from course_utils.serving.config import EngineConfig
 from course_utils.serving.logprobs import Logprob, token_logprobs
