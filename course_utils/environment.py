@@ -130,7 +130,7 @@ def setup_notebook(seed: int, device: str = "auto") -> str:
 #
 # Elsewhere than on glibc (macOS, musl) both are no-ops: those allocators behave otherwise.
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
-PINNED_THRESHOLD_BYTES = 128 * 1024  # glibc's starting threshold
+_PINNED_THRESHOLD_BYTES = 128 * 1024  # glibc's starting threshold
 
 
 @cache
@@ -155,5 +155,5 @@ def release_freed_memory(pin_threshold: bool = False) -> None:
     if libc is None:
         return
     if pin_threshold:
-        libc.mallopt(_M_MMAP_THRESHOLD, PINNED_THRESHOLD_BYTES)
+        libc.mallopt(_M_MMAP_THRESHOLD, _PINNED_THRESHOLD_BYTES)
     libc.malloc_trim(0)

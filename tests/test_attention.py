@@ -103,7 +103,7 @@ def test_attention_cost_reports_time_and_a_quadratic_naive_peak():
     from course_utils.architecture.measure import attention_cost
 
     # in a fresh interpreter: the high-water mark is the whole process's, and in a test worker other
-    # tests' threads (a server's engine loop, say) allocate meanwhile: 216 MB against 147 MB alone
+    # tests' threads (a server's engine loop, say) allocate meanwhile: 216 MB there, 144 MB alone
     script = ("import json; from course_utils.architecture.measure import attention_cost, peak_memory_supported\n"
               "costs = [attention_cost(impl, t, repeats=2) for impl, t in (('naive', 1024), ('naive', 2048), "
               "('tiled', 2048))]\n"

@@ -1,7 +1,7 @@
 """Freed memory goes back to the OS: a notebook that drops an engine and builds another holds one.
 
-Each check runs in a fresh interpreter: glibc's thresholds are per process, and another test
-(attention_cost) pins them for the rest of its worker.
+Each check runs in a fresh interpreter: glibc's thresholds are per process, and a peak-memory
+measurement (attention_cost) pins them for the rest of the process it runs in.
 """
 
 import platform

@@ -4,8 +4,9 @@ CPU tensors do not go through an allocator that torch reports on, so peak memory
 operating system. On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the process's
 high-water mark of resident memory (``VmHWM``); the peak of a call is then ``VmHWM`` after it
 minus the resident size (``VmRSS``) before it, after freed memory has gone back to the OS (see
-:func:`course_utils.environment.release_freed_memory`). The mark is the whole process's, so memory another thread takes
-meanwhile counts too: of several calls the least peak is reported. Elsewhere the memory column is None.
+:func:`course_utils.environment.release_freed_memory`). The mark is the whole process's, so memory
+another thread takes meanwhile counts too: of several calls the least peak is reported. Elsewhere
+the memory column is None.
 
 Used by notebook 01 and benchmarks/attention_bench.py.
 """
